@@ -1,0 +1,594 @@
+//! [`StreamBuffer`]: the shared handle, and the read path's four cases.
+
+use std::fmt;
+use std::fs::{File, Permissions};
+use std::io::{self, Read, Write};
+use std::ops::Range;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use bytes::Bytes;
+
+use crate::config::{Builder, Config};
+use crate::error::{context, invalid_input, range_end, Error};
+use crate::index::{Index, Location, Slot};
+use crate::reader::Reader;
+use crate::segment::{BufferCounts, Pool};
+use crate::source::{ChunkSource, Fill, ReadSource};
+use crate::spill::{FileStorage, SpillStorage};
+use crate::stats::Stats;
+use crate::sync::{Arc, AtomicU64, Mutex, OnceLock, Ordering, RwLock, RwLockReadGuard};
+use crate::writer::{Publish, Role, Writer};
+
+/// A shared, seekable, random-access buffer over a forward-only byte stream.
+///
+/// `StreamBuffer` is a cheap handle (`Clone` shares the same buffer) that is `Send + Sync`: any
+/// number of threads may call [`read_at`](StreamBuffer::read_at) and friends at once, at any
+/// offsets, with `&self`. Bytes already pulled from the source are served in parallel; a read
+/// that needs bytes the source has not produced yet makes its thread pull them (if no other
+/// thread is pulling) or wait until they are published.
+///
+/// Bytes are kept in fixed-size segments: in RAM up to the memory budget, then the coldest full
+/// segments move to an unnamed, sparse temp file that readers access through a memory map.
+/// See [`Builder`] for the settings.
+///
+/// # Locking
+///
+/// One [`parking_lot::RwLock`] guards the index. Reads of filled data hold it shared for the
+/// lookup and the copy, so they run in parallel; the writer holds it exclusively only to publish
+/// (an O(1) append plus an O(log n) range insert) and to point a spilled segment at the file.
+/// The lock is task-fair (a waiting writer holds back new readers), so a stream of readers cannot
+/// starve publishing. Pulling from the source and writing spill data happen with no index lock
+/// held: a slow source never stalls readers of filled data. If the source panics, the panic is
+/// caught and becomes a sticky [`Error::SourcePanicked`].
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Cursor, Read, Seek, SeekFrom};
+/// use sparsebuf::StreamBuffer;
+///
+/// let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+/// let buf = StreamBuffer::new(Cursor::new(data.clone()));
+///
+/// // Random access from any thread...
+/// let mut dst = [0u8; 16];
+/// buf.read_exact_at(150_000, &mut dst)?;
+/// assert_eq!(dst, data[150_000..150_016]);
+///
+/// // ...and independent cursors.
+/// let mut r = buf.reader();
+/// r.seek(SeekFrom::End(-4))?;
+/// let mut tail = Vec::new();
+/// r.read_to_end(&mut tail)?;
+/// assert_eq!(tail, data[199_996..]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct StreamBuffer {
+    shared: Arc<Shared>,
+}
+
+/// Everything the handles share.
+///
+/// Lock order: `writer` before `state`; `state` is never held while waiting for `writer`, while
+/// reading the source or while writing spill data. `publish` is only taken alone.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    /// The index and the stream's fate; see [`State`].
+    pub(crate) state: RwLock<State>,
+    /// The writer role. Whoever holds it may read the source; held for as long as one reader's
+    /// need takes to pull, never by a thread that waits for anything but the source or disk.
+    pub(crate) writer: Mutex<Writer>,
+    /// Wakes readers waiting for a publish.
+    pub(crate) publish: Publish,
+    /// The spill storage: supplied by the builder, or created on the first spill. Set once.
+    pub(crate) storage: OnceLock<Arc<dyn SpillStorage>>,
+    /// Counters maintained by the writer with relaxed atomics; they may race with `stats`.
+    pub(crate) buffers: Arc<BufferCounts>,
+    pub(crate) source_bytes: AtomicU64,
+    pub(crate) spill_errors: AtomicU64,
+    /// The last spill failure, for [`StreamBuffer::spill_error`].
+    pub(crate) last_spill_error: Mutex<Option<Error>>,
+}
+
+/// The part of the shared state guarded by the index lock.
+///
+/// Invariants: `len`, once `Some`, never changes (declared up front, or set when the source
+/// ended); `complete` means the source ended where `len` says; `error`, once set, stays set and
+/// no byte is added to the index after it. Bytes in the index never change.
+pub(crate) struct State {
+    pub(crate) index: Index,
+    pub(crate) len: Option<u64>,
+    pub(crate) complete: bool,
+    pub(crate) error: Option<Error>,
+}
+
+impl State {
+    /// `end` clipped to the known length.
+    #[inline]
+    fn clip(&self, end: u64) -> u64 {
+        self.len.map_or(end, |len| end.min(len))
+    }
+}
+
+/// How much a read waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// The whole range (or up to the end of the stream): `read_at` semantics.
+    All,
+    /// At least one byte: `Read::read` semantics for cursors.
+    Some,
+}
+
+impl Shared {
+    /// The spill storage, created on first use.
+    pub(crate) fn storage(&self) -> io::Result<&dyn SpillStorage> {
+        if let Some(storage) = self.storage.get() {
+            return Ok(&**storage);
+        }
+        let dir = &self.config.spill_dir;
+        let created = FileStorage::new_in(dir)
+            .map_err(|e| context(e, format!("creating a spill file in {}", dir.display())))?;
+        Ok(&**self.storage.get_or_init(|| Arc::new(created)))
+    }
+
+    pub(crate) fn spill_failed(&self, error: Error) {
+        self.spill_errors.fetch_add(1, Ordering::Relaxed);
+        *self.last_spill_error.lock() = Some(error);
+    }
+
+    /// Copies `dst.len()` bytes at `offset`, which the caller found filled under `state`.
+    #[inline]
+    fn copy(&self, state: &State, offset: u64, dst: &mut [u8]) -> io::Result<()> {
+        let storage = self.storage.get().map(|s| &**s);
+        state.index.copy_out(storage, offset, dst)
+    }
+}
+
+impl StreamBuffer {
+    /// A buffer with the default settings over `reader`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let buf = sparsebuf::StreamBuffer::new(&b"hello world"[..]);
+    /// assert_eq!(buf.read_range(6..11)?, b"world");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn new<R: Read + Send + 'static>(reader: R) -> Self {
+        Self::with_defaults(Box::new(ReadSource(reader)))
+    }
+
+    /// A buffer with the default settings over an iterator of chunks, such as the body of an
+    /// HTTP response. An `Err` item is the source's failure (see [`Error`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sparsebuf::StreamBuffer;
+    ///
+    /// let chunks = vec![Ok::<_, std::io::Error>(b"abc".to_vec()), Ok(b"def".to_vec())];
+    /// let buf = StreamBuffer::from_chunks(chunks);
+    /// assert_eq!(buf.read_range(2..5)?, b"cde");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_chunks<I, B>(chunks: I) -> Self
+    where
+        I: IntoIterator<Item = io::Result<B>>,
+        I::IntoIter: Send + 'static,
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        Self::with_defaults(Box::new(ChunkSource::new(chunks.into_iter())))
+    }
+
+    fn with_defaults(source: Box<dyn Fill>) -> Self {
+        let config = Config {
+            shift: crate::config::DEFAULT_SEGMENT_SIZE.trailing_zeros(),
+            segment_size: crate::config::DEFAULT_SEGMENT_SIZE,
+            memory_budget: crate::config::DEFAULT_MEMORY_BUDGET,
+            spill_dir: std::env::temp_dir(),
+            declared_len: None,
+        };
+        Self::from_parts(config, source, None)
+    }
+
+    /// A [`Builder`] to choose segment size, memory budget, spill directory and length.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn from_parts(
+        config: Config,
+        source: Box<dyn Fill>,
+        storage: Option<Arc<dyn SpillStorage>>,
+    ) -> Self {
+        let buffers = Arc::new(BufferCounts::default());
+        let pool = Pool::new(config.segment_size, buffers.clone());
+        let storage_cell = OnceLock::new();
+        if let Some(storage) = storage {
+            let _ = storage_cell.set(storage);
+        }
+        let state = State {
+            index: Index::new(config.shift),
+            len: config.declared_len,
+            complete: false,
+            error: None,
+        };
+        StreamBuffer {
+            shared: Arc::new(Shared {
+                config,
+                state: RwLock::new(state),
+                writer: Mutex::new(Writer::new(source, pool)),
+                publish: Publish::new(),
+                storage: storage_cell,
+                buffers,
+                source_bytes: AtomicU64::new(0),
+                spill_errors: AtomicU64::new(0),
+                last_spill_error: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Reads bytes at `offset` into `buf`, like [`std::os::unix::fs::FileExt::read_at`].
+    ///
+    /// Fills all of `buf` unless the stream ends first: a short count (or `Ok(0)` at or past the
+    /// end) means end of stream, never "try again". Bytes not pulled yet are pulled by this
+    /// thread, or by whichever thread is already pulling while this one waits.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] if `offset + buf.len()` overflows `u64`. If the source
+    /// fails before the range is filled, the source's error (see [`Error`]); the same error
+    /// reaches every later read that needs bytes past that point.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let buf = sparsebuf::StreamBuffer::new(&b"0123456789"[..]);
+    /// let mut dst = [0u8; 4];
+    /// assert_eq!(buf.read_at(8, &mut dst)?, 2); // short only at the end
+    /// assert_eq!(&dst[..2], b"89");
+    /// assert_eq!(buf.read_at(10, &mut dst)?, 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[inline]
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_inner(offset, buf, Want::All)
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::UnexpectedEof`] if the stream ends first, and the errors of
+    /// [`read_at`](StreamBuffer::read_at).
+    pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let n = self.read_at(offset, buf)?;
+        if n < buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "stream ends at offset {}, {} bytes short of the requested range",
+                    offset + n as u64,
+                    buf.len() - n
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bytes of `range` as a new `Vec`, clipped at the end of the stream (the original
+    /// design's `buf[a:b]`).
+    ///
+    /// Memory is allocated only for bytes that exist, so `read_range(0..u64::MAX)` returns the
+    /// whole stream (after pulling it all) rather than failing to allocate.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] if `range.start > range.end`;
+    /// [`io::ErrorKind::OutOfMemory`] if the bytes do not fit in memory; the errors of
+    /// [`read_at`](StreamBuffer::read_at).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let buf = sparsebuf::StreamBuffer::new(&b"0123456789"[..]);
+    /// assert_eq!(buf.read_range(7..100)?, b"789");
+    /// assert!(buf.read_range(5..3).is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn read_range(&self, range: Range<u64>) -> io::Result<Vec<u8>> {
+        if range.start > range.end {
+            return Err(invalid_input(format!(
+                "range start {} is after its end {}",
+                range.start, range.end
+            )));
+        }
+        let end = self.wait_filled(range.start, range.end, Want::All)?;
+        let len = usize::try_from(end - range.start).map_err(|_| {
+            io::Error::new(io::ErrorKind::OutOfMemory, "range too large for memory")
+        })?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(len).map_err(|e| {
+            io::Error::new(io::ErrorKind::OutOfMemory, format!("{len}-byte range: {e}"))
+        })?;
+        out.resize(len, 0);
+        let n = self.read_at(range.start, &mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// A new cursor at offset 0, implementing [`Read`], [`Seek`](std::io::Seek) and
+    /// [`BufRead`](std::io::BufRead). Cursors are independent of each other.
+    pub fn reader(&self) -> Reader {
+        Reader::new(self.clone())
+    }
+
+    /// Pulls the rest of the stream and returns its total length.
+    ///
+    /// # Errors
+    ///
+    /// The source's error, if it fails (sticky: see [`Error`]), including
+    /// [`Error::EndedEarly`] and [`Error::RanLong`] against a declared length.
+    pub fn fill_to_end(&self) -> io::Result<u64> {
+        loop {
+            let seen = self.shared.publish.generation();
+            {
+                let state = self.shared.state.read();
+                if let Some(error) = &state.error {
+                    return Err(error.clone().into());
+                }
+                if state.complete {
+                    return Ok(state.len.unwrap_or(0));
+                }
+            }
+            self.pull_or_wait(u64::MAX, seen);
+        }
+    }
+
+    /// Pulls the rest of the stream and writes the whole resource to `path`, atomically: the
+    /// bytes go to a temporary file in the same directory, which is synced and then renamed over
+    /// `path`. Spilled regions are copied by the kernel (`copy_file_range`) where it can.
+    /// Returns the number of bytes written.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`fill_to_end`](StreamBuffer::fill_to_end), and I/O errors creating,
+    /// writing, syncing or renaming the file, with the path in the message. On any error, `path`
+    /// is left as it was and the temporary file is removed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("resource.bin");
+    /// let buf = sparsebuf::StreamBuffer::new(&b"a whole resource"[..]);
+    /// assert_eq!(buf.save(&path)?, 16);
+    /// assert_eq!(std::fs::read(&path)?, b"a whole resource");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn save(&self, path: impl AsRef<Path>) -> io::Result<u64> {
+        let path = path.as_ref();
+        let total = self.fill_to_end()?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let at = |what: &str| format!("{what} {}", path.display());
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".sparsebuf-")
+            .permissions(Permissions::from_mode(0o666))
+            .tempfile_in(dir)
+            .map_err(|e| context(e, at("creating a temporary file to save")))?;
+        self.write_all_to(tmp.as_file_mut(), total)
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| context(e, at("writing")))?;
+        tmp.persist(path)
+            .map_err(|e| context(e.error, at("renaming the saved file to")))?;
+        Ok(total)
+    }
+
+    /// Writes the first `total` bytes to `file`, segment by segment: a RAM segment's buffer is
+    /// shared (not copied) under the read lock and written after it is released; a run of
+    /// spilled segments is one kernel copy.
+    fn write_all_to(&self, file: &mut File, total: u64) -> io::Result<()> {
+        enum Piece {
+            Ram(Bytes),
+            Spilled { offset: u64, len: u64 },
+        }
+        let shift = self.shared.config.shift;
+        let mut offset = 0;
+        while offset < total {
+            let segment = offset >> shift;
+            let piece = {
+                let state = self.shared.state.read();
+                let index = &state.index;
+                match index.slot(segment) {
+                    Some(Slot::Memory(resident)) => Piece::Ram(resident.data.clone()),
+                    Some(Slot::Filling(prefix)) => Piece::Ram(Bytes::copy_from_slice(prefix)),
+                    Some(Slot::Disk { .. }) => {
+                        let mut len = 0;
+                        let mut s = segment;
+                        while let Some(Slot::Disk { len: n }) = index.slot(s) {
+                            len += *n as u64;
+                            s += 1;
+                        }
+                        Piece::Spilled { offset, len }
+                    }
+                    Some(Slot::Absent) | None => {
+                        return Err(io::Error::other(format!(
+                            "sparsebuf internal error: segment {segment} missing while saving"
+                        )))
+                    }
+                }
+            };
+            offset += match piece {
+                Piece::Ram(data) => {
+                    file.write_all(&data)?;
+                    data.len() as u64
+                }
+                Piece::Spilled { offset, len } => {
+                    self.shared.storage()?.copy_to(offset, len, file)?;
+                    len
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// The stream's length, if known: declared with [`Builder::len`], or reached.
+    pub fn len(&self) -> Option<u64> {
+        self.shared.state.read().len
+    }
+
+    /// Whether the stream is known to be empty (`None` while its length is unknown).
+    pub fn is_empty(&self) -> Option<bool> {
+        self.len().map(|len| len == 0)
+    }
+
+    /// Where `[offset, offset + len)` stands against the filled bytes: the read path's four
+    /// cases (see [`Location`]). Overflowing ranges are clipped at `u64::MAX`.
+    pub fn location(&self, offset: u64, len: u64) -> Location {
+        let end = offset.saturating_add(len);
+        self.shared.state.read().index.location(offset, end)
+    }
+
+    /// A snapshot of the buffer's counters.
+    pub fn stats(&self) -> Stats {
+        let shared = &*self.shared;
+        let size = shared.config.segment_size as u64;
+        let state = shared.state.read();
+        Stats {
+            filled_bytes: state.index.filled_bytes,
+            memory_bytes: shared.buffers.live.load(Ordering::Relaxed) * size,
+            peak_memory_bytes: shared.buffers.peak.load(Ordering::Relaxed) * size,
+            spilled_bytes: state.index.spilled_bytes,
+            segments_in_memory: state.index.in_memory,
+            segments_spilled: state.index.spilled,
+            source_bytes: shared.source_bytes.load(Ordering::Relaxed),
+            spill_errors: shared.spill_errors.load(Ordering::Relaxed),
+            segment_size: size,
+            memory_budget: shared.config.memory_budget as u64,
+        }
+    }
+
+    /// The most recent spill failure, if any (its kind, and a message with the segment's
+    /// offset). Spill failures never lose data: the segment stays in RAM.
+    pub fn spill_error(&self) -> Option<io::Error> {
+        self.shared.last_spill_error.lock().clone().map(Into::into)
+    }
+
+    /// Reads for `read_at` (`Want::All`) and for cursors (`Want::Some`).
+    #[inline]
+    pub(crate) fn read_inner(&self, offset: u64, buf: &mut [u8], want: Want) -> io::Result<usize> {
+        let end = range_end(offset, buf.len())?;
+        if let Some(done) = self.read_filled(offset, end, buf, want) {
+            return done;
+        }
+        self.read_slow(offset, end, buf, want)
+    }
+
+    /// The fast path: one read lock, one lookup, one copy; `None` if the source must be asked.
+    #[inline]
+    fn read_filled(
+        &self,
+        offset: u64,
+        end: u64,
+        buf: &mut [u8],
+        want: Want,
+    ) -> Option<io::Result<usize>> {
+        let state = self.shared.state.read();
+        let end = state.clip(end);
+        if offset >= end {
+            return Some(Ok(0));
+        }
+        let filled = state.index.filled_end(offset)?.min(end);
+        if filled < end && want == Want::All {
+            return None;
+        }
+        Some(self.copy_locked(&state, offset, filled, buf))
+    }
+
+    #[cold]
+    fn read_slow(&self, offset: u64, end: u64, buf: &mut [u8], want: Want) -> io::Result<usize> {
+        let end = self.wait_filled(offset, end, want)?;
+        let state = self.shared.state.read();
+        self.copy_locked(&state, offset, end, buf)
+    }
+
+    fn copy_locked(
+        &self,
+        state: &RwLockReadGuard<'_, State>,
+        offset: u64,
+        end: u64,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        let n = (end - offset) as usize;
+        self.shared.copy(state, offset, &mut buf[..n])?;
+        Ok(n)
+    }
+
+    /// Waits until `[offset, end)` is filled (for `Want::Some`, until `offset` is), pulling from
+    /// the source as needed. Returns the end of what may be copied: `end` clipped to the stream.
+    fn wait_filled(&self, offset: u64, end: u64, want: Want) -> io::Result<u64> {
+        loop {
+            // Read the generation before looking: a publish after this point wakes the wait.
+            let seen = self.shared.publish.generation();
+            let need = {
+                let state = self.shared.state.read();
+                let end = state.clip(end);
+                if offset >= end {
+                    return Ok(offset);
+                }
+                match state.index.location(offset, end) {
+                    // Every byte is there: nothing to pull.
+                    Location::BeforeIndex => return Ok(end),
+                    // Starts in filled data: a cursor takes what is there now.
+                    Location::Bisected if want == Want::Some => {
+                        return Ok(state.index.filled_end(offset).unwrap_or(offset).min(end))
+                    }
+                    // Ends past the frontier, starts at it, or starts beyond it: the source must
+                    // produce up to the needed byte. A forward-only source streams through any
+                    // gap before `offset` on the way.
+                    Location::Bisected | Location::AtIndex | Location::AfterIndex => {
+                        if let Some(error) = &state.error {
+                            return Err(error.clone().into());
+                        }
+                        match want {
+                            Want::All => end,
+                            Want::Some => offset + 1,
+                        }
+                    }
+                }
+            };
+            self.pull_or_wait(need, seen);
+        }
+    }
+
+    /// Becomes the writer and pulls up to `need`, or, if another thread is the writer, waits
+    /// for its next publish (or its release of the role) after generation `seen`.
+    fn pull_or_wait(&self, need: u64, seen: u64) {
+        let shared = &*self.shared;
+        match shared.writer.try_lock() {
+            Some(writer) => Role::new(writer, &shared.publish).pull_until(shared, need),
+            None => shared.publish.wait(seen),
+        }
+    }
+}
+
+impl fmt::Debug for StreamBuffer {
+    /// Shows the filled ranges, the length and where the segments live.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.state.read();
+        f.debug_struct("StreamBuffer")
+            .field("filled", &state.index.filled_ranges())
+            .field("len", &state.len)
+            .field("complete", &state.complete)
+            .field("segment_size", &self.shared.config.segment_size)
+            .field("segments_in_memory", &state.index.in_memory)
+            .field("segments_spilled", &state.index.spilled)
+            .field("error", &state.error.as_ref().map(ToString::to_string))
+            .finish()
+    }
+}

@@ -1,0 +1,217 @@
+//! Configuration: the [`Builder`] and the validated settings it produces.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use crate::buffer::StreamBuffer;
+use crate::error::invalid_input;
+use crate::source::{ChunkSource, Fill, ReadSource};
+use crate::spill::SpillStorage;
+
+/// Default segment size: 64 KiB.
+pub(crate) const DEFAULT_SEGMENT_SIZE: usize = 64 * 1024;
+/// Default memory budget: 5 MiB.
+pub(crate) const DEFAULT_MEMORY_BUDGET: usize = 5 * 1024 * 1024;
+/// Smallest segment size accepted.
+pub(crate) const MIN_SEGMENT_SIZE: usize = 256;
+/// Largest segment size accepted.
+pub(crate) const MAX_SEGMENT_SIZE: usize = 1 << 30;
+
+/// Settings of a [`StreamBuffer`], checked by [`Builder::build`].
+pub(crate) struct Config {
+    /// log2 of `segment_size`.
+    pub(crate) shift: u32,
+    pub(crate) segment_size: usize,
+    pub(crate) memory_budget: usize,
+    pub(crate) spill_dir: PathBuf,
+    pub(crate) declared_len: Option<u64>,
+}
+
+/// Configures and builds a [`StreamBuffer`]; made by [`StreamBuffer::builder`].
+///
+/// Every setting has a default: 64 KiB segments, a 5 MiB memory budget, spilling to
+/// [`std::env::temp_dir`], and a length learned when the source ends.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Cursor;
+/// use sparsebuf::StreamBuffer;
+///
+/// let dir = tempfile::tempdir()?;
+/// let buf = StreamBuffer::builder()
+///     .segment_size(16 * 1024)
+///     .memory_budget(64 * 1024)
+///     .spill_dir(dir.path())
+///     .len(1_000_000)
+///     .build(Cursor::new(vec![42u8; 1_000_000]))?;
+/// assert_eq!(buf.len(), Some(1_000_000));
+/// assert_eq!(buf.read_range(999_990..1_000_000)?, vec![42u8; 10]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+#[must_use = "a Builder does nothing until `build` or `build_chunks` is called"]
+pub struct Builder {
+    segment_size: usize,
+    memory_budget: usize,
+    spill_dir: Option<PathBuf>,
+    len: Option<u64>,
+    storage: Option<std::sync::Arc<dyn SpillStorage>>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            spill_dir: None,
+            len: None,
+            storage: None,
+        }
+    }
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("segment_size", &self.segment_size)
+            .field("memory_budget", &self.memory_budget)
+            .field("spill_dir", &self.spill_dir)
+            .field("len", &self.len)
+            .field("custom_storage", &self.storage.is_some())
+            .finish()
+    }
+}
+
+impl Builder {
+    /// A builder with the default settings; the same as [`StreamBuffer::builder`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Size of a segment, the unit of allocation and spilling: a power of two from 256 bytes to
+    /// 1 GiB. Default 64 KiB. Checked by [`build`](Builder::build).
+    pub fn segment_size(mut self, bytes: usize) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// Bytes of RAM that full segments may use before the coldest are spilled. Default 5 MiB.
+    ///
+    /// The segment being filled is always in RAM, so a budget below one segment still holds
+    /// one. A spill that fails (for example on a full disk) keeps its segment in RAM: the
+    /// budget is then exceeded, and [`Stats::spill_errors`](crate::Stats::spill_errors) says so.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// Directory of the spill file. Default: [`std::env::temp_dir`].
+    ///
+    /// The file is created on the first spill, unnamed (nothing is left behind, even after a
+    /// crash). Note that `/tmp` is RAM-backed `tmpfs` on many distributions, where spilled
+    /// bytes still occupy memory: point this at a disk-backed directory to really save RAM.
+    pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// The stream's length, if known in advance. Reads are then clipped to it without waiting
+    /// for the source to end, and a source that ends early or runs long is an error
+    /// ([`Error::EndedEarly`](crate::Error::EndedEarly), [`Error::RanLong`](crate::Error::RanLong)).
+    pub fn len(mut self, total: u64) -> Self {
+        self.len = Some(total);
+        self
+    }
+
+    /// Spill to `storage` instead of a temp file in [`spill_dir`](Builder::spill_dir).
+    pub fn spill_storage(mut self, storage: impl SpillStorage) -> Self {
+        self.storage = Some(std::sync::Arc::new(storage));
+        self
+    }
+
+    /// Builds a buffer that pulls from `reader`.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] if the segment size is not a power of two between 256
+    /// bytes and 1 GiB, or if an explicit spill directory is not a directory.
+    pub fn build<R: Read + Send + 'static>(self, reader: R) -> io::Result<StreamBuffer> {
+        self.build_with(Box::new(ReadSource(reader)))
+    }
+
+    /// Builds a buffer that pulls from an iterator of chunks.
+    ///
+    /// # Errors
+    ///
+    /// As for [`build`](Builder::build).
+    pub fn build_chunks<I, B>(self, chunks: I) -> io::Result<StreamBuffer>
+    where
+        I: IntoIterator<Item = io::Result<B>>,
+        I::IntoIter: Send + 'static,
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        self.build_with(Box::new(ChunkSource::new(chunks.into_iter())))
+    }
+
+    fn build_with(self, source: Box<dyn Fill>) -> io::Result<StreamBuffer> {
+        let storage = self.storage.clone();
+        Ok(StreamBuffer::from_parts(self.config()?, source, storage))
+    }
+
+    /// Checks the settings.
+    pub(crate) fn config(self) -> io::Result<Config> {
+        let size = self.segment_size;
+        if !size.is_power_of_two() || !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&size) {
+            return Err(invalid_input(format!(
+                "segment size {size} is not a power of two between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE}"
+            )));
+        }
+        let spill_dir = match self.spill_dir {
+            Some(dir) if !dir.is_dir() => {
+                return Err(invalid_input(format!(
+                    "spill directory {} is not a directory",
+                    dir.display()
+                )))
+            }
+            Some(dir) => dir,
+            None => std::env::temp_dir(),
+        };
+        Ok(Config {
+            shift: size.trailing_zeros(),
+            segment_size: size,
+            memory_budget: self.memory_budget,
+            spill_dir,
+            declared_len: self.len,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_segment_sizes() {
+        for size in [0, 1, 255, 3000, 4097, MAX_SEGMENT_SIZE * 2, usize::MAX] {
+            let err = Builder::new().segment_size(size).config().err().unwrap();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "size {size}");
+        }
+        for size in [256, 4096, 65536, MAX_SEGMENT_SIZE] {
+            let cfg = Builder::new().segment_size(size).config().unwrap();
+            assert_eq!(1usize << cfg.shift, size);
+        }
+    }
+
+    #[test]
+    fn rejects_missing_spill_dir() {
+        let err = Builder::new()
+            .spill_dir("/nonexistent/sparsebuf")
+            .config()
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("/nonexistent/sparsebuf"));
+    }
+}

@@ -1,0 +1,313 @@
+//! The index: which byte ranges are filled, and where each segment's bytes live.
+//!
+//! "What is filled" (a `RangeSet` of byte ranges) and "where the bytes are" (one [`Slot`] per
+//! segment) are kept apart: the first answers [`Location`] questions, the second serves copies.
+
+use std::io;
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use rangemap::RangeSet;
+
+use crate::spill::SpillStorage;
+use crate::sync::{AtomicBool, Ordering};
+
+/// Where a requested byte range stands against what is filled, the four cases of the read path.
+///
+/// Returned by [`StreamBuffer::location`](crate::StreamBuffer::location), mainly for diagnostics
+/// and tests. For a range `[offset, offset + len)`:
+///
+/// # Examples
+///
+/// ```
+/// use sparsebuf::{Location, StreamBuffer};
+///
+/// let buf = StreamBuffer::from_chunks(vec![Ok::<_, std::io::Error>(vec![7u8; 100])]);
+/// assert_eq!(buf.location(0, 10), Location::AtIndex);
+/// buf.read_range(0..50)?; // pulls at least the first 50 bytes
+/// assert_eq!(buf.location(0, 10), Location::BeforeIndex);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Location {
+    /// Every byte of the range is filled: the read is served at once, in parallel with others.
+    /// An empty range is always `BeforeIndex`.
+    BeforeIndex,
+    /// The range starts in filled data and ends past it.
+    Bisected,
+    /// The range starts exactly at a fill frontier (the end of filled data, or offset 0 of an
+    /// empty buffer).
+    AtIndex,
+    /// The range starts past a fill frontier, in bytes nobody has fetched yet.
+    AfterIndex,
+}
+
+/// A segment buffer in RAM, with the reference bit of the CLOCK eviction policy.
+pub(crate) struct Resident {
+    pub(crate) data: Bytes,
+    /// Set by readers (relaxed, only if clear, to keep the cache line shared); cleared by the
+    /// writer when it passes the segment over for spilling.
+    pub(crate) referenced: AtomicBool,
+}
+
+/// Where one segment's bytes live.
+pub(crate) enum Slot {
+    /// Nothing of the segment is filled.
+    Absent,
+    /// The segment is being filled: this is its published prefix. The writer owns the rest of
+    /// the same allocation and appends to this prefix in O(1) (`BytesMut::unsplit`).
+    Filling(BytesMut),
+    /// The segment is complete and in RAM. Full segments are immutable.
+    Memory(Resident),
+    /// The segment is complete and in the spill storage at `segment * segment_size`.
+    Disk {
+        /// Bytes in the segment (the last one may be short).
+        len: usize,
+    },
+}
+
+/// Filled ranges plus the per-segment table. Guarded by the buffer's index `RwLock`.
+///
+/// Invariants: every byte in `filled` is readable from its segment's slot (a `Filling` prefix,
+/// a `Memory` buffer or a `Disk` region), and no slot holds bytes outside `filled`.
+/// `filled_bytes`, `in_memory` and `spilled` are sums over `filled` and the slots, kept in step.
+pub(crate) struct Index {
+    shift: u32,
+    filled: RangeSet<u64>,
+    slots: Vec<Slot>,
+    pub(crate) filled_bytes: u64,
+    pub(crate) in_memory: u64,
+    pub(crate) spilled: u64,
+    pub(crate) spilled_bytes: u64,
+}
+
+impl Index {
+    pub(crate) fn new(segment_shift: u32) -> Self {
+        Index {
+            shift: segment_shift,
+            filled: RangeSet::new(),
+            slots: Vec::new(),
+            filled_bytes: 0,
+            in_memory: 0,
+            spilled: 0,
+            spilled_bytes: 0,
+        }
+    }
+
+    /// The four-case [`Location`] of `[offset, end)`.
+    pub(crate) fn location(&self, offset: u64, end: u64) -> Location {
+        if offset >= end {
+            return Location::BeforeIndex;
+        }
+        match self.filled.get(&offset) {
+            Some(r) if r.end >= end => Location::BeforeIndex,
+            Some(_) => Location::Bisected,
+            None if offset == 0 || self.filled.contains(&(offset - 1)) => Location::AtIndex,
+            None => Location::AfterIndex,
+        }
+    }
+
+    /// The filled byte ranges.
+    pub(crate) fn filled_ranges(&self) -> &RangeSet<u64> {
+        &self.filled
+    }
+
+    /// The end of the filled run that contains `offset`, if any.
+    #[inline]
+    pub(crate) fn filled_end(&self, offset: u64) -> Option<u64> {
+        self.filled.get(&offset).map(|r| r.end)
+    }
+
+    /// The slot of `segment`.
+    pub(crate) fn slot(&self, segment: u64) -> Option<&Slot> {
+        self.slots.get(usize::try_from(segment).ok()?)
+    }
+
+    fn slot_mut(&mut self, segment: u64) -> &mut Slot {
+        let i = segment as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || Slot::Absent);
+        }
+        &mut self.slots[i]
+    }
+
+    /// Publishes `piece`, the bytes `range` of `segment`, appending them to its filling prefix.
+    pub(crate) fn append(&mut self, segment: u64, range: Range<u64>, piece: BytesMut) {
+        if range.is_empty() {
+            return;
+        }
+        let slot = self.slot_mut(segment);
+        match slot {
+            Slot::Filling(prefix) => prefix.unsplit(piece),
+            _ => {
+                *slot = Slot::Filling(piece);
+                self.in_memory += 1;
+            }
+        }
+        self.filled_bytes += range.end - range.start;
+        self.filled.insert(range);
+    }
+
+    /// Marks a filling segment complete: its bytes become an immutable [`Resident`].
+    /// Returns whether there was anything to seal.
+    pub(crate) fn seal(&mut self, segment: u64) -> bool {
+        let slot = self.slot_mut(segment);
+        if let Slot::Filling(prefix) = std::mem::replace(slot, Slot::Absent) {
+            *slot = Slot::Memory(Resident {
+                data: prefix.freeze(),
+                referenced: AtomicBool::new(false),
+            });
+            return true;
+        }
+        false
+    }
+
+    /// Records that `segment` now lives in the spill storage; returns its RAM buffer.
+    pub(crate) fn move_to_disk(&mut self, segment: u64) -> Option<Bytes> {
+        let slot = self.slot_mut(segment);
+        let Slot::Memory(resident) = std::mem::replace(slot, Slot::Absent) else {
+            return None;
+        };
+        let len = resident.data.len();
+        *slot = Slot::Disk { len };
+        self.in_memory -= 1;
+        self.spilled += 1;
+        self.spilled_bytes += len as u64;
+        Some(resident.data)
+    }
+
+    /// The reference bit of a resident segment, cleared; `None` if it is not resident.
+    pub(crate) fn take_referenced(&self, segment: u64) -> Option<bool> {
+        match self.slot(segment)? {
+            Slot::Memory(r) => Some(r.referenced.swap(false, Ordering::Relaxed)),
+            _ => None,
+        }
+    }
+
+    /// Copies `dst.len()` filled bytes starting at `offset` into `dst`.
+    ///
+    /// The caller has checked that the range is filled; a slot that cannot serve it is reported
+    /// as an error rather than a panic.
+    pub(crate) fn copy_out(
+        &self,
+        storage: Option<&dyn SpillStorage>,
+        mut offset: u64,
+        mut dst: &mut [u8],
+    ) -> io::Result<()> {
+        let mask = (1u64 << self.shift) - 1;
+        while !dst.is_empty() {
+            let segment = offset >> self.shift;
+            let at = (offset & mask) as usize;
+            let n = match self.slot(segment) {
+                Some(Slot::Memory(r)) => {
+                    if !r.referenced.load(Ordering::Relaxed) {
+                        r.referenced.store(true, Ordering::Relaxed);
+                    }
+                    copy_prefix(&r.data, at, dst)
+                }
+                Some(Slot::Filling(prefix)) => copy_prefix(prefix, at, dst),
+                Some(Slot::Disk { len }) => {
+                    let n = dst.len().min(len.saturating_sub(at));
+                    match storage {
+                        Some(s) if n > 0 => s.read_at(offset, &mut dst[..n])?,
+                        _ => return Err(unfilled(offset)),
+                    }
+                    n
+                }
+                Some(Slot::Absent) | None => 0,
+            };
+            if n == 0 {
+                return Err(unfilled(offset));
+            }
+            dst = &mut dst[n..];
+            offset += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Copies what `src[at..]` has of `dst`'s length; returns the count (0 if `at` is past `src`).
+#[inline]
+fn copy_prefix(src: &[u8], at: usize, dst: &mut [u8]) -> usize {
+    let Some(src) = src.get(at..) else { return 0 };
+    let n = src.len().min(dst.len());
+    dst[..n].copy_from_slice(&src[..n]);
+    n
+}
+
+fn unfilled(offset: u64) -> io::Error {
+    io::Error::other(format!(
+        "sparsebuf internal error: offset {offset} is indexed as filled but no segment holds it"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_with(ranges: &[(u64, u64)]) -> Index {
+        let mut ix = Index::new(4);
+        for &(start, end) in ranges {
+            ix.filled.insert(start..end);
+        }
+        ix
+    }
+
+    #[test]
+    fn four_cases() {
+        let ix = index_with(&[(0, 100)]);
+        assert_eq!(ix.location(0, 100), Location::BeforeIndex);
+        assert_eq!(ix.location(50, 60), Location::BeforeIndex);
+        assert_eq!(ix.location(99, 101), Location::Bisected);
+        assert_eq!(ix.location(100, 101), Location::AtIndex);
+        assert_eq!(ix.location(101, 200), Location::AfterIndex);
+        assert_eq!(ix.location(500, 500), Location::BeforeIndex);
+        let empty = index_with(&[]);
+        assert_eq!(empty.location(0, 1), Location::AtIndex);
+        assert_eq!(empty.location(1, 2), Location::AfterIndex);
+        // Holes: the end of any filled run is a frontier.
+        let holes = index_with(&[(0, 10), (20, 30)]);
+        assert_eq!(holes.location(10, 15), Location::AtIndex);
+        assert_eq!(holes.location(30, 31), Location::AtIndex);
+        assert_eq!(holes.location(12, 25), Location::AfterIndex);
+        assert_eq!(holes.location(25, 35), Location::Bisected);
+    }
+
+    #[test]
+    fn append_seal_and_spill_keep_counts_and_bytes() {
+        let mut ix = Index::new(4); // 16-byte segments
+        let mut tail = BytesMut::zeroed(16);
+        tail[..16].copy_from_slice(&(0u8..16).collect::<Vec<_>>());
+        let first = tail.split_to(5);
+        ix.append(0, 0..5, first);
+        ix.append(0, 5..5, BytesMut::new());
+        assert_eq!((ix.in_memory, ix.filled_bytes), (1, 5));
+        let mut got = [0u8; 5];
+        ix.copy_out(None, 0, &mut got).unwrap();
+        assert_eq!(got, [0, 1, 2, 3, 4]);
+        // Reading past the published prefix is an error, not a panic.
+        assert!(ix.copy_out(None, 3, &mut [0u8; 4]).is_err());
+
+        let rest = tail.split_to(11);
+        ix.append(0, 5..16, rest);
+        assert!(ix.seal(0));
+        assert!(!ix.seal(1));
+        let mut all = [0u8; 16];
+        ix.copy_out(None, 0, &mut all).unwrap();
+        assert_eq!(all.to_vec(), (0u8..16).collect::<Vec<_>>());
+        assert_eq!(ix.take_referenced(0), Some(true));
+        assert_eq!(ix.take_referenced(0), Some(false));
+
+        let storage = crate::spill::HeapStorage::default();
+        storage.reserve(16).unwrap();
+        storage.write_at(0, &all).unwrap();
+        let freed = ix.move_to_disk(0).unwrap();
+        assert_eq!(&freed[..], &all[..]);
+        assert_eq!((ix.in_memory, ix.spilled, ix.spilled_bytes), (0, 1, 16));
+        let mut again = [0u8; 10];
+        ix.copy_out(Some(&storage), 6, &mut again).unwrap();
+        assert_eq!(again.to_vec(), (6u8..16).collect::<Vec<_>>());
+        // Without storage, a spilled segment cannot be served: an error, not a panic.
+        assert!(ix.copy_out(None, 0, &mut again).is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! A shared, seekable, random-access buffer over a forward-only byte stream.
+//!
+//! Programs that stream media or large resources often must seek in streams that can only be
+//! read forward: a player's decoder jumps around, a server answers HTTP `Range` requests from a
+//! forward-only upstream, several consumers read one stream at their own pace. [`StreamBuffer`]
+//! serves `read_at(offset, buf)` from many threads at once: bytes already pulled are read in
+//! parallel, bytes not yet pulled are fetched by one thread while the readers that need them
+//! wait. Small streams stay in RAM; past a memory budget, fixed-size segments move to a sparse,
+//! memory-mapped, unnamed temp file.
+//!
+//! # Contents
+//!
+//! - **The buffer**: [`StreamBuffer`] (a cheap, `Clone + Send + Sync` handle), configured by
+//!   [`Builder`]; random access with [`read_at`](StreamBuffer::read_at),
+//!   [`read_exact_at`](StreamBuffer::read_exact_at) and [`read_range`](StreamBuffer::read_range);
+//!   the whole resource with [`fill_to_end`](StreamBuffer::fill_to_end) and
+//!   [`save`](StreamBuffer::save).
+//! - **Cursors**: [`Reader`], an independent `Read + Seek + BufRead` position in the buffer.
+//! - **Introspection**: [`Location`] (the read path's four cases), [`Stats`].
+//! - **Failures**: [`Error`], the sticky source failures carried inside `std::io::Error`.
+//! - **Storage**: [`SpillStorage`], where segments past the memory budget go.
+//!
+//! # Example
+//!
+//! ```
+//! use std::io::{Cursor, Read};
+//! use std::thread;
+//! use sparsebuf::StreamBuffer;
+//!
+//! let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7) as u8).collect();
+//! let buf = StreamBuffer::builder()
+//!     .memory_budget(256 * 1024) // the rest spills to a temp file
+//!     .build(Cursor::new(data.clone()))?;
+//!
+//! // Many threads read at their own offsets; the stream is pulled once.
+//! thread::scope(|s| {
+//!     for t in 0..4u64 {
+//!         let (buf, data) = (buf.clone(), &data);
+//!         s.spawn(move || {
+//!             let offset = t * 200_000 + 123;
+//!             let mut dst = vec![0u8; 4096];
+//!             buf.read_exact_at(offset, &mut dst).unwrap();
+//!             assert_eq!(dst, data[offset as usize..][..4096]);
+//!         });
+//!     }
+//! });
+//!
+//! let mut all = Vec::new();
+//! buf.reader().read_to_end(&mut all)?;
+//! assert_eq!(all, data);
+//! assert!(buf.stats().segments_spilled > 0);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Guarantees and limits
+//!
+//! - Reads return the source's bytes or an error, never other bytes. Source errors are sticky
+//!   and reach every reader that needs bytes past the failure; earlier bytes stay readable.
+//! - Misuse (overflowing ranges, bad segment sizes) is [`std::io::ErrorKind::InvalidInput`], not a
+//!   panic. A panicking source becomes an error for its readers instead of a hang.
+//! - Spilled bytes are written with `pwrite`, so a full disk is an `io::Error` counted in
+//!   [`Stats::spill_errors`], never a `SIGBUS`; the segment then stays in RAM.
+//! - `/tmp` is RAM-backed `tmpfs` on many systems: set [`Builder::spill_dir`] to a disk-backed
+//!   directory if spilling is meant to save RAM.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod buffer;
+mod config;
+mod error;
+mod index;
+mod reader;
+mod segment;
+mod source;
+mod spill;
+mod stats;
+mod sync;
+mod writer;
+
+pub use buffer::StreamBuffer;
+pub use config::Builder;
+pub use error::Error;
+pub use index::Location;
+pub use reader::Reader;
+pub use spill::SpillStorage;
+pub use stats::Stats;

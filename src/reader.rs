@@ -1,0 +1,152 @@
+//! [`Reader`]: an independent cursor over a [`StreamBuffer`].
+
+use std::fmt;
+use std::io::{self, BufRead, Read, Seek, SeekFrom};
+
+use crate::buffer::{StreamBuffer, Want};
+use crate::error::invalid_input;
+
+/// Size of a cursor's own buffer for [`BufRead`]; reads at least this large bypass it.
+const CAPACITY: usize = 8 * 1024;
+
+/// A cursor over a [`StreamBuffer`]: [`Read`] + [`Seek`] + [`BufRead`] + `Clone` + `Send`.
+///
+/// Made by [`StreamBuffer::reader`]. Each cursor has its own position; clones start where the
+/// original is. [`Read::read`] returns as soon as at least one byte at the position is
+/// available (like a socket), pulling from the source only if none is. Seeking past the end is
+/// allowed, as for files; reads there return `Ok(0)`. [`SeekFrom::End`] needs the stream's
+/// length, so without a declared length it pulls the whole stream first.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{BufRead, Seek, SeekFrom};
+///
+/// let buf = sparsebuf::StreamBuffer::new(&b"first line\nsecond line\n"[..]);
+/// let mut r = buf.reader();
+/// r.seek(SeekFrom::Start(11))?;
+/// let mut line = String::new();
+/// r.read_line(&mut line)?;
+/// assert_eq!(line, "second line\n");
+/// assert_eq!(r.seek(SeekFrom::End(0))?, 23);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Reader {
+    buffer: StreamBuffer,
+    /// Stream position of the next byte `read` returns.
+    pos: u64,
+    /// Bytes `chunk[start..end]` are the stream's bytes at `pos..`; allocated on first use.
+    chunk: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl Reader {
+    pub(crate) fn new(buffer: StreamBuffer) -> Self {
+        Reader {
+            buffer,
+            pos: 0,
+            chunk: Box::default(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The cursor's position.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The buffer this cursor reads.
+    pub fn get_ref(&self) -> &StreamBuffer {
+        &self.buffer
+    }
+
+    fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+impl Read for Reader {
+    fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        if self.buffered() == 0 && dst.len() >= CAPACITY {
+            let n = self.buffer.read_inner(self.pos, dst, Want::Some)?;
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        let n = {
+            let available = self.fill_buf()?;
+            let n = available.len().min(dst.len());
+            dst[..n].copy_from_slice(&available[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Reader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.buffered() == 0 {
+            if self.chunk.is_empty() {
+                self.chunk = vec![0u8; CAPACITY].into_boxed_slice();
+            }
+            self.start = 0;
+            self.end = 0;
+            self.end = self
+                .buffer
+                .read_inner(self.pos, &mut self.chunk, Want::Some)?;
+        }
+        Ok(&self.chunk[self.start..self.end])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        let amt = amt.min(self.buffered());
+        self.start += amt;
+        self.pos += amt as u64;
+    }
+}
+
+impl Seek for Reader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::Current(delta) => self.pos.checked_add_signed(delta),
+            SeekFrom::End(delta) => {
+                let len = match self.buffer.len() {
+                    Some(len) => len,
+                    None => self.buffer.fill_to_end()?,
+                };
+                len.checked_add_signed(delta)
+            }
+        };
+        let target = target.ok_or_else(|| {
+            invalid_input(format!(
+                "seek from position {} by {to:?} leaves 0..=u64::MAX",
+                self.pos
+            ))
+        })?;
+        // Keep the buffered bytes if the target is among them.
+        let chunk_start = self.pos - self.start as u64;
+        match target.checked_sub(chunk_start) {
+            Some(at) if at <= self.end as u64 => self.start = at as usize,
+            _ => (self.start, self.end) = (0, 0),
+        }
+        self.pos = target;
+        Ok(target)
+    }
+
+    fn stream_position(&mut self) -> io::Result<u64> {
+        Ok(self.pos)
+    }
+}
+
+impl fmt::Debug for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader")
+            .field("pos", &self.pos)
+            .field("buffered", &self.buffered())
+            .finish_non_exhaustive()
+    }
+}

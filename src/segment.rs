@@ -1,0 +1,94 @@
+//! Segment buffers and the pool that recycles them.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::sync::{Arc, AtomicU64, Ordering};
+
+/// How many spare buffers the pool keeps. The writer frees at most one buffer per segment it
+/// fills, so one spare already avoids every allocation in the steady state.
+const SPARES: usize = 1;
+
+/// Hands out zero-initialised segment buffers of `size` bytes and takes spilled ones back.
+///
+/// Owned by the writer (under the writer mutex), so it needs no lock of its own. `live` counts
+/// buffers allocated and not yet freed (in the index, in the writer, or spare here); it is read
+/// without a lock by `stats`, so it may be momentarily behind.
+pub(crate) struct Pool {
+    size: usize,
+    spare: Vec<BytesMut>,
+    counts: Arc<BufferCounts>,
+}
+
+/// Live and peak numbers of segment buffers, shared with `stats`. Relaxed atomics: they are
+/// counters for reporting, nothing synchronises through them.
+#[derive(Default)]
+pub(crate) struct BufferCounts {
+    pub(crate) live: AtomicU64,
+    pub(crate) peak: AtomicU64,
+}
+
+impl Pool {
+    pub(crate) fn new(size: usize, counts: Arc<BufferCounts>) -> Self {
+        Pool {
+            size,
+            spare: Vec::with_capacity(SPARES),
+            counts,
+        }
+    }
+
+    /// A buffer of exactly `size` initialised bytes.
+    pub(crate) fn take(&mut self) -> BytesMut {
+        if let Some(buf) = self.spare.pop() {
+            return buf;
+        }
+        let live = self.counts.live.fetch_add(1, Ordering::Relaxed) + 1;
+        self.counts.peak.fetch_max(live, Ordering::Relaxed);
+        BytesMut::zeroed(self.size)
+    }
+
+    /// Takes back a segment's buffer. It is kept for reuse if nobody else holds it and it is a
+    /// whole segment; otherwise it is released (a clone held elsewhere frees it when dropped).
+    pub(crate) fn give(&mut self, data: Bytes) {
+        if self.spare.len() < SPARES {
+            if let Ok(buf) = data.try_into_mut() {
+                if buf.len() == self.size {
+                    self.spare.push(buf);
+                    return;
+                }
+            }
+        }
+        self.counts.live.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Releases a buffer that never reached the index (a dropped partial segment).
+    pub(crate) fn forget(&mut self) {
+        self.counts.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycles_unique_whole_buffers_and_counts_the_rest() {
+        let counts = Arc::new(BufferCounts::default());
+        let mut pool = Pool::new(64, counts.clone());
+        let a = pool.take();
+        let b = pool.take();
+        assert_eq!((a.len(), counts.live.load(Ordering::Relaxed)), (64, 2));
+        pool.give(a.freeze());
+        let shared = b.freeze();
+        let clone = shared.clone();
+        pool.give(shared); // spare slot is taken: released
+        assert_eq!(counts.live.load(Ordering::Relaxed), 1);
+        drop(clone);
+        let c = pool.take(); // the spare comes back without allocating
+        assert_eq!((c.len(), counts.live.load(Ordering::Relaxed)), (64, 1));
+        let mut short = c;
+        short.truncate(10);
+        pool.give(short.freeze()); // not a whole segment: released
+        assert_eq!(counts.live.load(Ordering::Relaxed), 0);
+        assert_eq!(counts.peak.load(Ordering::Relaxed), 2);
+    }
+}

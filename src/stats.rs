@@ -1,0 +1,46 @@
+//! A plain snapshot of a buffer's counters.
+
+/// Counters of a [`StreamBuffer`](crate::StreamBuffer), taken by
+/// [`StreamBuffer::stats`](crate::StreamBuffer::stats).
+///
+/// Every field is a plain `u64`. The snapshot is taken under the index's read lock, so the
+/// segment counts and byte counts agree with each other; the memory and source counters are
+/// maintained by the writer with atomics and may be one publish ahead of or behind the rest.
+///
+/// # Examples
+///
+/// ```
+/// use sparsebuf::StreamBuffer;
+///
+/// let buf = StreamBuffer::from_chunks(vec![Ok::<_, std::io::Error>(vec![0u8; 1000])]);
+/// buf.fill_to_end()?;
+/// let s = buf.stats();
+/// assert_eq!((s.filled_bytes, s.source_bytes, s.spilled_bytes), (1000, 1000, 0));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Bytes of the stream that are filled (readable without touching the source).
+    pub filled_bytes: u64,
+    /// Bytes of RAM held by segment buffers: segments in memory, the segment being filled and
+    /// recycled buffers kept for reuse. Counted in whole segments.
+    pub memory_bytes: u64,
+    /// The largest `memory_bytes` seen so far.
+    pub peak_memory_bytes: u64,
+    /// Bytes of the stream that live in the spill file.
+    pub spilled_bytes: u64,
+    /// Segments whose bytes live in RAM (full ones and the one being filled).
+    pub segments_in_memory: u64,
+    /// Segments whose bytes live in the spill file.
+    pub segments_spilled: u64,
+    /// Bytes read from the source so far.
+    pub source_bytes: u64,
+    /// Spills that failed (for example on a full disk). The segment stayed in RAM, so the memory
+    /// budget was exceeded, but no data was lost.
+    pub spill_errors: u64,
+    /// The segment size in bytes.
+    pub segment_size: u64,
+    /// The memory budget in bytes.
+    pub memory_budget: u64,
+}

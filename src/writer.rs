@@ -1,0 +1,349 @@
+//! The writer role: the one thread at a time that pulls from the source, publishes what it got,
+//! and spills segments past the memory budget; and the publish/wait protocol around it.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bytes::BytesMut;
+
+use crate::buffer::Shared;
+use crate::error::Error;
+use crate::index::Slot;
+use crate::segment::Pool;
+use crate::source::Fill;
+use crate::sync::{Arc, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
+
+/// State owned by whoever holds the writer role (the buffer's writer mutex).
+///
+/// Invariants: `frontier` is the end of the published bytes (everything the source produced is
+/// published before the writer releases the role or reads the source again); `pending`, if any,
+/// is the segment containing `frontier`, and its `tail` the part of that segment's buffer not yet
+/// published; `clock` lists exactly the segments whose slot is `Memory`, oldest first.
+/// `source` is `None` once the stream has ended or failed, and then the index's state says which.
+pub(crate) struct Writer {
+    source: Option<Box<dyn Fill>>,
+    frontier: u64,
+    pending: Option<Pending>,
+    pool: Pool,
+    clock: VecDeque<u64>,
+}
+
+/// The segment being filled, and the unpublished rest of its buffer.
+struct Pending {
+    segment: u64,
+    tail: BytesMut,
+}
+
+impl Writer {
+    pub(crate) fn new(source: Box<dyn Fill>, pool: Pool) -> Self {
+        Writer {
+            source: Some(source),
+            frontier: 0,
+            pending: None,
+            pool,
+            clock: VecDeque::new(),
+        }
+    }
+
+    /// Pulls until the published frontier reaches `need` or the source ends or fails.
+    pub(crate) fn pull_until(&mut self, shared: &Shared, need: u64) {
+        while self.frontier < need && self.source.is_some() {
+            self.pull_once(shared);
+        }
+    }
+
+    /// One read from the source, published at once.
+    fn pull_once(&mut self, shared: &Shared) {
+        let cfg = &shared.config;
+        let left = cfg
+            .declared_len
+            .map(|len| len.saturating_sub(self.frontier));
+        if left == Some(0) {
+            return self.probe_end(shared);
+        }
+        let pending = self.pending.get_or_insert_with(|| Pending {
+            segment: self.frontier >> cfg.shift,
+            tail: self.pool.take(),
+        });
+        let want = left.map_or(pending.tail.len(), |left| {
+            usize::try_from(left).map_or(pending.tail.len(), |l| l.min(pending.tail.len()))
+        });
+        let Some(source) = self.source.as_mut() else {
+            return;
+        };
+        match read_source(source.as_mut(), &mut pending.tail[..want], self.frontier) {
+            Ok(0) => self.finish(shared),
+            Ok(n) => self.publish(shared, n),
+            Err(err) => self.fail(shared, err),
+        }
+    }
+
+    /// Publishes the next `n` bytes of the pending segment: an O(1) append under the write lock.
+    fn publish(&mut self, shared: &Shared, n: usize) {
+        let Some(pending) = self.pending.as_mut() else {
+            return;
+        };
+        let piece = pending.tail.split_to(n);
+        let complete = pending.tail.is_empty();
+        let segment = pending.segment;
+        let range = self.frontier..self.frontier + n as u64;
+        {
+            let mut state = shared.state.write();
+            state.index.append(segment, range.clone(), piece);
+            if complete {
+                state.index.seal(segment);
+            }
+        }
+        self.frontier = range.end;
+        shared.source_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        shared.publish.notify();
+        if complete {
+            self.pending = None;
+            self.clock.push_back(segment);
+            self.enforce_budget(shared);
+        }
+    }
+
+    /// At the declared length: the source must end here. One more read tells.
+    fn probe_end(&mut self, shared: &Shared) {
+        let Some(source) = self.source.as_mut() else {
+            return;
+        };
+        let declared = self.frontier;
+        match read_source(source.as_mut(), &mut [0u8; 1], declared) {
+            Ok(0) => self.finish(shared),
+            Ok(_) => {
+                shared.source_bytes.fetch_add(1, Ordering::Relaxed);
+                self.fail(shared, Error::RanLong { declared });
+            }
+            Err(err) => self.fail(shared, err),
+        }
+    }
+
+    /// The source ended: seal the last segment and record the length.
+    fn finish(&mut self, shared: &Shared) {
+        if let Some(declared) = shared.config.declared_len {
+            if self.frontier < declared {
+                let actual = self.frontier;
+                return self.fail(shared, Error::EndedEarly { declared, actual });
+            }
+        }
+        let last = self.pending.take().map(|p| p.segment);
+        {
+            let mut state = shared.state.write();
+            match last {
+                Some(segment) if state.index.seal(segment) => self.clock.push_back(segment),
+                Some(_) => self.pool.forget(),
+                None => {}
+            }
+            state.len = Some(self.frontier);
+            state.complete = true;
+        }
+        self.source = None;
+        shared.publish.notify();
+        self.enforce_budget(shared);
+    }
+
+    /// The source failed: record the sticky error. Published bytes stay readable.
+    fn fail(&mut self, shared: &Shared, err: Error) {
+        let pending = self.pending.take();
+        {
+            let mut state = shared.state.write();
+            let published = pending
+                .as_ref()
+                .and_then(|p| state.index.slot(p.segment))
+                .is_some_and(|slot| matches!(slot, Slot::Filling(_)));
+            if pending.is_some() && !published {
+                self.pool.forget();
+            }
+            state.error = Some(err);
+        }
+        // Dropped outside the lock: a source's destructor may block (closing a connection).
+        self.source = None;
+        shared.publish.notify();
+    }
+
+    /// Spills the coldest full segments until RAM fits the budget, or a spill fails.
+    fn enforce_budget(&mut self, shared: &Shared) {
+        let cfg = &shared.config;
+        // The segment being filled needs a buffer too, while the source lasts.
+        let filling = usize::from(self.source.is_some());
+        while (self.clock.len() + filling).saturating_mul(cfg.segment_size) > cfg.memory_budget {
+            let Some(victim) = self.pick_victim(shared) else {
+                return;
+            };
+            if let Err(error) = self.spill(shared, victim) {
+                self.clock.push_front(victim);
+                shared.spill_failed(Error::Spill {
+                    offset: victim << cfg.shift,
+                    error: Arc::new(error),
+                });
+                return;
+            }
+        }
+    }
+
+    /// CLOCK: the oldest resident segment not read since the hand last passed it.
+    fn pick_victim(&mut self, shared: &Shared) -> Option<u64> {
+        let state = shared.state.read();
+        for _ in 0..=2 * self.clock.len() {
+            let segment = self.clock.pop_front()?;
+            match state.index.take_referenced(segment) {
+                Some(true) => self.clock.push_back(segment),
+                Some(false) => return Some(segment),
+                None => {}
+            }
+        }
+        self.clock.pop_front()
+    }
+
+    /// Writes a full segment to the spill storage outside the index lock, then points its slot
+    /// at the storage under a short write lock. Readers copy under the read lock, so none is
+    /// copying from the RAM buffer when it is released.
+    fn spill(&mut self, shared: &Shared, segment: u64) -> io::Result<()> {
+        let data = match shared.state.read().index.slot(segment) {
+            Some(Slot::Memory(resident)) => resident.data.clone(),
+            _ => return Ok(()),
+        };
+        let offset = segment << shared.config.shift;
+        let end = offset + data.len() as u64;
+        let storage = shared.storage()?;
+        storage.reserve(end)?;
+        storage.write_at(offset, &data)?;
+        let freed = shared.state.write().index.move_to_disk(segment);
+        drop(data);
+        if let Some(freed) = freed {
+            self.pool.give(freed);
+        }
+        Ok(())
+    }
+}
+
+/// Reads from the source, retrying `Interrupted`, turning failures and panics into [`Error`]s.
+fn read_source(source: &mut dyn Fill, dst: &mut [u8], offset: u64) -> Result<usize, Error> {
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| source.fill(dst))) {
+            Ok(Ok(n)) if n <= dst.len() => return Ok(n),
+            Ok(Ok(n)) => {
+                let error = io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "source claimed {n} bytes read into a {}-byte buffer",
+                        dst.len()
+                    ),
+                );
+                return Err(Error::Source {
+                    offset,
+                    error: Arc::new(error),
+                });
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(Err(e)) => {
+                return Err(Error::Source {
+                    offset,
+                    error: Arc::new(e),
+                })
+            }
+            // The source is dropped right after, so no broken state of it is observed again.
+            Err(payload) => {
+                return Err(Error::SourcePanicked {
+                    offset,
+                    message: panic_message(payload.as_ref()),
+                })
+            }
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// Wakes readers waiting for a publish, without lost wake-ups and without a lock on the
+/// publisher's path when nobody waits.
+///
+/// A waiter reads `generation` *before* it looks at the index, then sleeps only while the
+/// generation is unchanged. The publisher bumps the generation *after* publishing, then, if
+/// anyone is registered in `waiters`, takes and releases `lock` before notifying, so a waiter that
+/// checked the old generation is already asleep on `cond` and receives the notification.
+/// All orderings are `SeqCst`: the waiter's increment of `waiters` and the publisher's bump of
+/// `generation` must be seen in one order by both sides.
+pub(crate) struct Publish {
+    generation: AtomicU64,
+    waiters: AtomicU64,
+    lock: Mutex<()>,
+    cond: Condvar,
+}
+
+impl Publish {
+    pub(crate) fn new() -> Self {
+        Publish {
+            generation: AtomicU64::new(0),
+            waiters: AtomicU64::new(0),
+            lock: Mutex::new(()),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// The current generation, to pass to [`wait`](Publish::wait) after checking the index.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Announces a publish, an end of stream, an error or the release of the writer role.
+    pub(crate) fn notify(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) != 0 {
+            drop(self.lock.lock());
+            self.cond.notify_all();
+        }
+    }
+
+    /// Sleeps until the generation moves past `seen`.
+    pub(crate) fn wait(&self, seen: u64) {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self.lock.lock();
+        while self.generation.load(Ordering::SeqCst) == seen {
+            self.cond.wait(&mut guard);
+        }
+        drop(guard);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The writer role, held by one thread: releases the writer mutex and then notifies waiters
+/// when dropped (also while unwinding), so one of them can take the role over.
+pub(crate) struct Role<'a> {
+    writer: Option<MutexGuard<'a, Writer>>,
+    publish: &'a Publish,
+}
+
+impl<'a> Role<'a> {
+    pub(crate) fn new(writer: MutexGuard<'a, Writer>, publish: &'a Publish) -> Self {
+        Role {
+            writer: Some(writer),
+            publish,
+        }
+    }
+
+    pub(crate) fn pull_until(&mut self, shared: &Shared, need: u64) {
+        if let Some(writer) = self.writer.as_mut() {
+            writer.pull_until(shared, need);
+        }
+    }
+}
+
+impl Drop for Role<'_> {
+    fn drop(&mut self) {
+        self.writer = None;
+        self.publish.notify();
+    }
+}
