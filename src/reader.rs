@@ -68,10 +68,18 @@ impl Reader {
     }
 }
 
+/// A cursor read at `pos`: at least one byte unless at the end. Unlike `read_at`, a position
+/// near `u64::MAX` is not an error: the read stops at the last addressable byte, as past EOF.
+fn read_from(buffer: &StreamBuffer, pos: u64, dst: &mut [u8]) -> io::Result<usize> {
+    let room = usize::try_from(u64::MAX - pos).unwrap_or(usize::MAX);
+    let len = dst.len().min(room);
+    buffer.read_inner(pos, &mut dst[..len], Want::Some)
+}
+
 impl Read for Reader {
     fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
         if self.buffered() == 0 && dst.len() >= CAPACITY {
-            let n = self.buffer.read_inner(self.pos, dst, Want::Some)?;
+            let n = read_from(&self.buffer, self.pos, dst)?;
             self.pos += n as u64;
             return Ok(n);
         }
@@ -94,9 +102,7 @@ impl BufRead for Reader {
             }
             self.start = 0;
             self.end = 0;
-            self.end = self
-                .buffer
-                .read_inner(self.pos, &mut self.chunk, Want::Some)?;
+            self.end = read_from(&self.buffer, self.pos, &mut self.chunk)?;
         }
         Ok(&self.chunk[self.start..self.end])
     }

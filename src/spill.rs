@@ -133,6 +133,25 @@ pub trait SpillStorage: Send + Sync + 'static {
     }
 }
 
+/// A shared storage is a storage: keep an `Arc` to inspect or reuse it after handing it over.
+impl<S: SpillStorage + ?Sized> SpillStorage for std::sync::Arc<S> {
+    fn reserve(&self, end: u64) -> io::Result<()> {
+        (**self).reserve(end)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        (**self).write_at(offset, data)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        (**self).read_at(offset, buf)
+    }
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn copy_to(&self, offset: u64, len: u64, dst: &mut File) -> io::Result<()> {
+        (**self).copy_to(offset, len, dst)
+    }
+}
+
 /// The default body of [`SpillStorage::copy_to`].
 fn copy_through_buffer<S: SpillStorage + ?Sized>(
     storage: &S,

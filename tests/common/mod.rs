@@ -1,0 +1,313 @@
+//! Helpers shared by the integration tests: deterministic data, scripted sources, a
+//! fault-injecting spill storage, and a watchdog that turns hangs into failures.
+#![allow(dead_code)]
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use sparsebuf::SpillStorage;
+
+/// splitmix64: a tiny, good-enough deterministic generator.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The byte at `pos` of the synthetic stream `seed`.
+pub fn byte_at(seed: u64, pos: u64) -> u8 {
+    (mix(seed ^ (pos / 8).wrapping_mul(0x2545_F491_4F6C_DD1D)) >> ((pos % 8) * 8)) as u8
+}
+
+/// `len` bytes of the synthetic stream `seed`, as a model to compare against.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    (0..len as u64).map(|i| byte_at(seed, i)).collect()
+}
+
+/// A small PRNG for tests that pick random offsets.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = mix(self.0);
+        self.0
+    }
+    /// Uniform-ish in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `data` cut into chunks whose sizes cycle through `sizes`.
+pub fn chunked(data: &[u8], sizes: &[usize]) -> Vec<io::Result<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for &size in sizes.iter().cycle() {
+        if at >= data.len() {
+            break;
+        }
+        let end = (at + size.max(1)).min(data.len());
+        out.push(Ok(data[at..end].to_vec()));
+        at = end;
+    }
+    out
+}
+
+/// A `Read` source with a script: reads of at most `max_read` bytes, an optional delay per
+/// read, `Interrupted` every `interrupt_every` reads, and a failure or panic at a position.
+#[derive(Clone)]
+pub struct Scripted {
+    pub data: Vec<u8>,
+    pub pos: usize,
+    pub max_read: usize,
+    pub delay: Duration,
+    pub interrupt_every: Option<usize>,
+    pub fail_at: Option<(usize, io::ErrorKind)>,
+    pub panic_at: Option<usize>,
+    reads: usize,
+}
+
+impl Scripted {
+    pub fn new(data: Vec<u8>, max_read: usize) -> Self {
+        Scripted {
+            data,
+            pos: 0,
+            max_read: max_read.max(1),
+            delay: Duration::ZERO,
+            interrupt_every: None,
+            fail_at: None,
+            panic_at: None,
+            reads: 0,
+        }
+    }
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.delay = d;
+        self
+    }
+    pub fn interrupt_every(mut self, n: usize) -> Self {
+        self.interrupt_every = Some(n);
+        self
+    }
+    pub fn fail_at(mut self, pos: usize, kind: io::ErrorKind) -> Self {
+        self.fail_at = Some((pos, kind));
+        self
+    }
+    pub fn panic_at(mut self, pos: usize) -> Self {
+        self.panic_at = Some(pos);
+        self
+    }
+}
+
+impl Read for Scripted {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reads += 1;
+        if !self.delay.is_zero() {
+            thread::sleep(self.delay);
+        }
+        if let Some(n) = self.interrupt_every {
+            if self.reads % n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "scripted interrupt",
+                ));
+            }
+        }
+        let mut end = (self.pos + self.max_read.min(buf.len())).min(self.data.len());
+        for (stop, _) in [
+            self.fail_at.map(|(p, _)| (p, ())),
+            self.panic_at.map(|p| (p, ())),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if self.pos < stop {
+                end = end.min(stop);
+            }
+        }
+        if end == self.pos {
+            if let Some((at, kind)) = self.fail_at {
+                if self.pos >= at {
+                    return Err(io::Error::new(kind, format!("scripted failure at {at}")));
+                }
+            }
+            if let Some(at) = self.panic_at {
+                if self.pos >= at {
+                    panic!("scripted panic at {at}");
+                }
+            }
+        }
+        let n = end - self.pos;
+        buf[..n].copy_from_slice(&self.data[self.pos..end]);
+        self.pos = end;
+        Ok(n)
+    }
+}
+
+/// A `Read` over the synthetic stream `seed`, generated on the fly (no model in memory).
+pub struct Generated {
+    pub seed: u64,
+    pub pos: u64,
+    pub len: u64,
+    pub max_read: usize,
+}
+
+impl Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (self.len - self.pos).min(buf.len().min(self.max_read) as u64) as usize;
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            *b = byte_at(self.seed, self.pos + i as u64);
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Checks that `got`, read at `offset`, is the synthetic stream's bytes.
+pub fn check_generated(seed: u64, offset: u64, got: &[u8]) {
+    for (i, &b) in got.iter().enumerate() {
+        let pos = offset + i as u64;
+        assert_eq!(b, byte_at(seed, pos), "wrong byte at offset {pos}");
+    }
+}
+
+/// Linux's errno for "no space left on device".
+pub const ENOSPC: i32 = 28;
+
+/// What a [`Faulty`] storage does wrong.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Nothing.
+    None,
+    /// The `n`th write (1-based) fails with `EIO`; with `persistent`, every later one too.
+    FailNthWrite { n: usize, persistent: bool },
+    /// Writes fail with `ENOSPC` once `bytes` have been written; a transient fault fails one
+    /// write and then "frees space" (the count restarts).
+    NoSpaceAfter { bytes: u64, persistent: bool },
+}
+
+/// A heap spill storage that injects [`Fault`]s, and can fail reads on demand.
+pub struct Faulty {
+    data: Mutex<Vec<u8>>,
+    fault: Fault,
+    writes: AtomicUsize,
+    written: AtomicU64,
+    pub failed_writes: AtomicUsize,
+    pub fail_reads: std::sync::atomic::AtomicBool,
+}
+
+impl Faulty {
+    pub fn new(fault: Fault) -> Self {
+        Faulty {
+            data: Mutex::new(Vec::new()),
+            fault,
+            writes: AtomicUsize::new(0),
+            written: AtomicU64::new(0),
+            failed_writes: AtomicUsize::new(0),
+            fail_reads: Default::default(),
+        }
+    }
+
+    fn injected(&self, len: u64) -> Option<io::Error> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        let fail = match self.fault {
+            Fault::None => None,
+            Fault::FailNthWrite { n: nth, persistent } => {
+                let hit = n == nth || (persistent && n > nth);
+                hit.then(|| io::Error::other("injected EIO"))
+            }
+            Fault::NoSpaceAfter { bytes, persistent } => {
+                let total = self.written.load(Ordering::SeqCst) + len;
+                if total > bytes {
+                    if !persistent {
+                        self.written.store(0, Ordering::SeqCst);
+                    }
+                    Some(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        "injected ENOSPC",
+                    ))
+                } else {
+                    None
+                }
+            }
+        };
+        if fail.is_some() {
+            self.failed_writes.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.written.fetch_add(len, Ordering::SeqCst);
+        }
+        fail
+    }
+}
+
+impl SpillStorage for Faulty {
+    fn reserve(&self, end: u64) -> io::Result<()> {
+        let mut v = self.data.lock().unwrap();
+        let end = usize::try_from(end).map_err(|_| io::ErrorKind::InvalidInput)?;
+        if v.len() < end {
+            v.resize(end, 0);
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut v = self.data.lock().unwrap();
+        let at = offset as usize;
+        let dst = v
+            .get_mut(at..at + data.len())
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        if let Some(err) = self.injected(data.len() as u64) {
+            // A failed write leaves garbage behind, as a real partial write might.
+            dst[..data.len() / 2].fill(0xEE);
+            return Err(err);
+        }
+        dst.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if self.fail_reads.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected read failure"));
+        }
+        let v = self.data.lock().unwrap();
+        let at = offset as usize;
+        buf.copy_from_slice(
+            v.get(at..at + buf.len())
+                .ok_or(io::ErrorKind::InvalidInput)?,
+        );
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        self.data.lock().unwrap().len() as u64
+    }
+}
+
+/// Runs `f` on another thread and fails the test if it takes longer than `limit` (a hang).
+pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => {
+            handle.join().unwrap();
+            v
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("sender dropped without sending"),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("hang: no result after {limit:?}"),
+    }
+}
+
+/// The model's answer to `read_at(offset, len)`.
+pub fn expected(model: &[u8], offset: u64, len: usize) -> &[u8] {
+    let start = (offset.min(model.len() as u64)) as usize;
+    let end = (start as u64 + len as u64).min(model.len() as u64) as usize;
+    &model[start..end]
+}
