@@ -36,7 +36,8 @@ pub struct Reader {
     buffer: StreamBuffer,
     /// Stream position of the next byte `read` returns.
     pos: u64,
-    /// Bytes `chunk[start..end]` are the stream's bytes at `pos..`; allocated on first use.
+    /// Bytes `chunk[..end]` are the stream's bytes at `pos - start..`, so `chunk[start..end]`
+    /// are those at `pos..`; allocated on first use.
     chunk: Box<[u8]>,
     start: usize,
     end: usize,
@@ -80,6 +81,8 @@ impl Read for Reader {
     fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
         if self.buffered() == 0 && dst.len() >= CAPACITY {
             let n = read_from(&self.buffer, self.pos, dst)?;
+            // The chunk no longer surrounds the position: drop it, or `seek` would reuse it.
+            (self.start, self.end) = (0, 0);
             self.pos += n as u64;
             return Ok(n);
         }

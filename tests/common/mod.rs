@@ -225,10 +225,8 @@ impl Faulty {
                     if !persistent {
                         self.written.store(0, Ordering::SeqCst);
                     }
-                    Some(io::Error::new(
-                        io::ErrorKind::StorageFull,
-                        "injected ENOSPC",
-                    ))
+                    // ENOSPC, as a full disk reports it.
+                    Some(io::Error::from_raw_os_error(ENOSPC))
                 } else {
                     None
                 }
