@@ -116,30 +116,23 @@ impl Read for Scripted {
                 ));
             }
         }
-        let mut end = (self.pos + self.max_read.min(buf.len())).min(self.data.len());
-        for (stop, _) in [
-            self.fail_at.map(|(p, _)| (p, ())),
-            self.panic_at.map(|p| (p, ())),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if self.pos < stop {
-                end = end.min(stop);
+        if let Some((at, kind)) = self.fail_at {
+            if self.pos >= at {
+                return Err(io::Error::new(kind, format!("scripted failure at {at}")));
             }
         }
-        if end == self.pos {
-            if let Some((at, kind)) = self.fail_at {
-                if self.pos >= at {
-                    return Err(io::Error::new(kind, format!("scripted failure at {at}")));
-                }
-            }
-            if let Some(at) = self.panic_at {
-                if self.pos >= at {
-                    panic!("scripted panic at {at}");
-                }
+        if let Some(at) = self.panic_at {
+            if self.pos >= at {
+                panic!("scripted panic at {at}");
             }
         }
+        // Stop short of a scripted failure, so it happens exactly at its position.
+        let stops = [self.fail_at.map(|(at, _)| at), self.panic_at];
+        let limit = stops
+            .into_iter()
+            .flatten()
+            .fold(self.data.len(), usize::min);
+        let end = (self.pos + self.max_read.min(buf.len())).min(limit);
         let n = end - self.pos;
         buf[..n].copy_from_slice(&self.data[self.pos..end]);
         self.pos = end;

@@ -1,0 +1,116 @@
+//! A real full disk: spill into a 1 MiB tmpfs until it is full. Writing through a memory map
+//! there would kill the process with SIGBUS; sparsebuf must report `ENOSPC` as a spill error,
+//! keep the segments in RAM and keep returning the right bytes.
+//!
+//! Needs root (to mount). Set `SPARSEBUF_SKIP_MOUNT_TESTS=1` to skip where that is impossible.
+
+mod common;
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{data, expected, Rng, Scripted};
+use sparsebuf::StreamBuffer;
+
+/// A tmpfs mounted for the test, unmounted when dropped (also when the test fails).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        if std::env::var_os("SPARSEBUF_SKIP_MOUNT_TESTS").is_some_and(|v| v == "1") {
+            eprintln!("SPARSEBUF_SKIP_MOUNT_TESTS=1: skipping the real full-disk test");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
+            Ok(out) => panic!(
+                "could not mount a {size} tmpfs at {} (needs root): {}\n\
+                 set SPARSEBUF_SKIP_MOUNT_TESTS=1 to skip this test",
+                dir.path().display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => panic!(
+                "could not run mount: {e}\nset SPARSEBUF_SKIP_MOUNT_TESTS=1 to skip this test"
+            ),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+fn spill_into(dir: PathBuf, model: &[u8]) -> StreamBuffer {
+    StreamBuffer::builder()
+        .segment_size(64 * 1024)
+        .memory_budget(128 * 1024)
+        .spill_dir(dir)
+        .build(Scripted::new(model.to_vec(), 50_000))
+        .unwrap()
+}
+
+#[test]
+fn spilling_past_a_full_tmpfs_is_an_error_not_sigbus() {
+    let Some(fs) = Tmpfs::mount("1m") else { return };
+    let model = data(8 << 20, 81);
+    let buf = spill_into(fs.path().to_path_buf(), &model);
+
+    let mut all = Vec::new();
+    buf.reader().read_to_end(&mut all).unwrap();
+    assert!(all == model, "sequential read returned wrong bytes");
+
+    let mut rng = Rng(5);
+    for _ in 0..2000 {
+        let offset = rng.below(model.len() as u64 + 100);
+        let len = rng.below(200_000) as usize;
+        let mut dst = vec![0u8; len];
+        let n = buf.read_at(offset, &mut dst).unwrap();
+        assert!(
+            &dst[..n] == expected(&model, offset, len),
+            "wrong bytes at {offset}+{len}"
+        );
+    }
+
+    let st = buf.stats();
+    assert!(
+        st.spill_errors > 0,
+        "the 1 MiB tmpfs never filled up: {st:?}"
+    );
+    assert!(
+        st.spilled_bytes > 0 && st.spilled_bytes <= 1 << 20,
+        "{st:?}"
+    );
+    // Everything that did not fit stayed in RAM.
+    assert!(
+        st.memory_bytes + st.spilled_bytes >= model.len() as u64,
+        "{st:?}"
+    );
+    let err = buf.spill_error().unwrap();
+    assert_eq!(
+        err.kind(),
+        io::Error::from_raw_os_error(common::ENOSPC).kind(),
+        "{err}"
+    );
+
+    // Saving to the full filesystem fails cleanly; saving elsewhere works.
+    let err = buf.save(fs.path().join("copy.bin")).unwrap_err();
+    assert!(err.to_string().contains("copy.bin"), "{err}");
+    assert!(!fs.path().join("copy.bin").exists());
+    let elsewhere = tempfile::tempdir().unwrap();
+    buf.save(elsewhere.path().join("copy.bin")).unwrap();
+    assert!(std::fs::read(elsewhere.path().join("copy.bin")).unwrap() == model);
+}
