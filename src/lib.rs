@@ -85,3 +85,8 @@ pub use index::Location;
 pub use reader::Reader;
 pub use spill::SpillStorage;
 pub use stats::Stats;
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
