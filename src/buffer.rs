@@ -592,3 +592,73 @@ impl fmt::Debug for StreamBuffer {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spill::HeapStorage;
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 13 % 256) as u8).collect()
+    }
+
+    #[test]
+    fn small_streams_never_create_a_spill_file() {
+        let buf = StreamBuffer::new(io::Cursor::new(pattern(100_000)));
+        buf.fill_to_end().unwrap();
+        assert!(buf.shared.storage.get().is_none());
+        assert_eq!(buf.stats().segments_in_memory, 2);
+    }
+
+    #[test]
+    fn the_fast_path_declines_unfilled_ranges() {
+        let buf = StreamBuffer::new(io::Cursor::new(pattern(1000)));
+        let mut dst = [0u8; 10];
+        assert!(buf.read_filled(0, 10, &mut dst, Want::All).is_none());
+        assert_eq!(buf.read_at(0, &mut dst).unwrap(), 10);
+        assert!(matches!(
+            buf.read_filled(990, 1000, &mut dst, Want::All),
+            Some(Ok(10))
+        ));
+        // Past the known end: answered without the source.
+        buf.fill_to_end().unwrap();
+        assert!(matches!(
+            buf.read_filled(5000, 5010, &mut dst, Want::All),
+            Some(Ok(0))
+        ));
+    }
+
+    #[test]
+    fn spills_to_a_supplied_storage_and_reads_back() {
+        let data = pattern(50_000);
+        let buf = StreamBuffer::builder()
+            .segment_size(1024)
+            .memory_budget(2048)
+            .spill_storage(HeapStorage::default())
+            .build(io::Cursor::new(data.clone()))
+            .unwrap();
+        assert_eq!(buf.read_range(0..50_000).unwrap(), data);
+        let st = buf.stats();
+        assert!(st.segments_spilled >= 46, "{st:?}");
+        assert!(st.memory_bytes <= 3 * 1024, "{st:?}");
+    }
+
+    #[test]
+    fn debug_shows_the_frontier_length_and_tiers() {
+        let buf = StreamBuffer::builder()
+            .segment_size(256)
+            .memory_budget(256)
+            .spill_storage(HeapStorage::default())
+            .build(io::Cursor::new(pattern(1000)))
+            .unwrap();
+        buf.read_at(0, &mut [0u8; 600]).unwrap();
+        let shown = format!("{buf:?}");
+        assert!(shown.contains("filled: {0..768}"), "{shown}");
+        assert!(shown.contains("len: None"), "{shown}");
+        // A one-segment budget leaves no room for full segments: all three are spilled.
+        assert!(shown.contains("segments_spilled: 3"), "{shown}");
+        assert!(shown.contains("segments_in_memory: 0"), "{shown}");
+        buf.fill_to_end().unwrap();
+        assert!(format!("{buf:?}").contains("len: Some(1000)"));
+    }
+}

@@ -159,3 +159,27 @@ impl fmt::Debug for Reader {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeking_inside_the_chunk_keeps_it() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+        let buf = StreamBuffer::new(io::Cursor::new(data.clone()));
+        let mut r = buf.reader();
+        r.seek(SeekFrom::Start(100)).unwrap();
+        assert_eq!(r.fill_buf().unwrap().len(), CAPACITY);
+        r.consume(50);
+        // The chunk holds bytes 100..100 + CAPACITY: 110 is inside it.
+        r.seek(SeekFrom::Current(-40)).unwrap();
+        assert_eq!((r.start, r.end, r.pos), (10, CAPACITY, 110));
+        assert_eq!(r.fill_buf().unwrap()[0], data[110]);
+        r.seek(SeekFrom::Start(100 + CAPACITY as u64)).unwrap();
+        assert_eq!((r.start, r.end), (CAPACITY, CAPACITY));
+        r.seek(SeekFrom::Start(99)).unwrap();
+        assert_eq!((r.start, r.end), (0, 0));
+        assert_eq!(r.fill_buf().unwrap()[0], data[99]);
+    }
+}

@@ -347,3 +347,49 @@ impl Drop for Role<'_> {
         self.publish.notify();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+    use std::time::Duration;
+
+    #[test]
+    fn wait_returns_at_once_when_the_generation_moved() {
+        let p = Publish::new();
+        let seen = p.generation();
+        p.notify();
+        p.wait(seen); // would block forever if the bump were missed
+        assert_eq!(p.generation(), seen + 1);
+    }
+
+    #[test]
+    fn notify_wakes_every_waiter() {
+        let p = Arc::new(Publish::new());
+        let seen = p.generation();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let p = p.clone();
+                thread::spawn(move || p.wait(seen))
+            })
+            .collect();
+        while p.waiters.load(Ordering::SeqCst) < 4 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        p.notify();
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(p.waiters.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn panic_messages_are_kept() {
+        let from_str = catch_unwind(|| panic!("plain")).unwrap_err();
+        assert_eq!(panic_message(from_str.as_ref()), "plain");
+        let from_string = catch_unwind(|| panic!("formatted {}", 7)).unwrap_err();
+        assert_eq!(panic_message(from_string.as_ref()), "formatted 7");
+        let other = catch_unwind(|| std::panic::panic_any(5u8)).unwrap_err();
+        assert_eq!(panic_message(other.as_ref()), "non-string panic payload");
+    }
+}
