@@ -448,10 +448,9 @@ impl StreamBuffer {
     }
 
     /// Where `[offset, offset + len)` stands against the filled bytes: the read path's four
-    /// cases (see [`Location`]). Overflowing ranges are clipped at `u64::MAX`.
+    /// cases (see [`Location`]). A range reaching past `u64::MAX` is never filled.
     pub fn location(&self, offset: u64, len: u64) -> Location {
-        let end = offset.saturating_add(len);
-        self.shared.state.read().index.location(offset, end)
+        self.shared.state.read().index.location(offset, len)
     }
 
     /// A snapshot of the buffer's counters.
@@ -541,7 +540,7 @@ impl StreamBuffer {
                 if offset >= end {
                     return Ok(offset);
                 }
-                match state.index.location(offset, end) {
+                match state.index.location(offset, end - offset) {
                     // Every byte is there: nothing to pull.
                     Location::BeforeIndex => return Ok(end),
                     // Starts in filled data: a cursor takes what is there now.

@@ -94,13 +94,15 @@ impl Index {
         }
     }
 
-    /// The four-case [`Location`] of `[offset, end)`.
-    pub(crate) fn location(&self, offset: u64, end: u64) -> Location {
-        if offset >= end {
+    /// The four-case [`Location`] of the `len` bytes at `offset` (which may reach past
+    /// `u64::MAX`: such a range is simply not filled).
+    pub(crate) fn location(&self, offset: u64, len: u64) -> Location {
+        if len == 0 {
             return Location::BeforeIndex;
         }
         match self.filled.get(&offset) {
-            Some(r) if r.end >= end => Location::BeforeIndex,
+            // `r` contains `offset`, so `r.end > offset`: no overflow.
+            Some(r) if r.end - offset >= len => Location::BeforeIndex,
             Some(_) => Location::Bisected,
             None if offset == 0 || self.filled.contains(&(offset - 1)) => Location::AtIndex,
             None => Location::AfterIndex,
@@ -257,20 +259,26 @@ mod tests {
     fn four_cases() {
         let ix = index_with(&[(0, 100)]);
         assert_eq!(ix.location(0, 100), Location::BeforeIndex);
-        assert_eq!(ix.location(50, 60), Location::BeforeIndex);
-        assert_eq!(ix.location(99, 101), Location::Bisected);
-        assert_eq!(ix.location(100, 101), Location::AtIndex);
-        assert_eq!(ix.location(101, 200), Location::AfterIndex);
-        assert_eq!(ix.location(500, 500), Location::BeforeIndex);
+        assert_eq!(ix.location(50, 10), Location::BeforeIndex);
+        assert_eq!(ix.location(99, 2), Location::Bisected);
+        assert_eq!(ix.location(100, 1), Location::AtIndex);
+        assert_eq!(ix.location(101, 99), Location::AfterIndex);
+        assert_eq!(ix.location(500, 0), Location::BeforeIndex);
         let empty = index_with(&[]);
         assert_eq!(empty.location(0, 1), Location::AtIndex);
-        assert_eq!(empty.location(1, 2), Location::AfterIndex);
+        assert_eq!(empty.location(1, 1), Location::AfterIndex);
         // Holes: the end of any filled run is a frontier.
         let holes = index_with(&[(0, 10), (20, 30)]);
-        assert_eq!(holes.location(10, 15), Location::AtIndex);
-        assert_eq!(holes.location(30, 31), Location::AtIndex);
-        assert_eq!(holes.location(12, 25), Location::AfterIndex);
-        assert_eq!(holes.location(25, 35), Location::Bisected);
+        assert_eq!(holes.location(10, 5), Location::AtIndex);
+        assert_eq!(holes.location(30, 1), Location::AtIndex);
+        assert_eq!(holes.location(12, 13), Location::AfterIndex);
+        assert_eq!(holes.location(25, 10), Location::Bisected);
+        // Ranges running past u64::MAX are never filled.
+        let top = index_with(&[(u64::MAX - 10, u64::MAX)]);
+        assert_eq!(top.location(u64::MAX - 5, 5), Location::BeforeIndex);
+        assert_eq!(top.location(u64::MAX - 5, 6), Location::Bisected);
+        assert_eq!(top.location(u64::MAX, u64::MAX), Location::AtIndex);
+        assert_eq!(ix.location(u64::MAX, 5), Location::AfterIndex);
     }
 
     #[test]

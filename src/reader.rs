@@ -79,6 +79,10 @@ fn read_from(buffer: &StreamBuffer, pos: u64, dst: &mut [u8]) -> io::Result<usiz
 
 impl Read for Reader {
     fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        // Nothing asked, nothing to wait for: never block on (or fail from) the source.
+        if dst.is_empty() {
+            return Ok(0);
+        }
         if self.buffered() == 0 && dst.len() >= CAPACITY {
             let n = read_from(&self.buffer, self.pos, dst)?;
             // The chunk no longer surrounds the position: drop it, or `seek` would reuse it.

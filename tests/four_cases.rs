@@ -95,3 +95,15 @@ fn empty_stream() {
     assert_eq!(buf.fill_to_end().unwrap(), 0);
     assert!(buf.read_range(0..10).unwrap().is_empty());
 }
+
+/// Regression (fuzz `faults`): `location(u64::MAX, n)` saturated the end to `u64::MAX`, saw an
+/// empty range and answered `BeforeIndex` ("all filled") for bytes that cannot exist.
+#[test]
+fn ranges_past_u64_max_are_never_before_the_index() {
+    let buf = StreamBuffer::from_chunks(vec![Ok::<_, std::io::Error>(vec![1u8; 100])]);
+    buf.fill_to_end().unwrap();
+    assert_eq!(buf.location(u64::MAX, 1), Location::AfterIndex);
+    assert_eq!(buf.location(u64::MAX - 3, 10), Location::AfterIndex);
+    assert_eq!(buf.location(50, u64::MAX), Location::Bisected);
+    assert_eq!(buf.location(u64::MAX, 0), Location::BeforeIndex);
+}

@@ -182,3 +182,18 @@ fn reader_is_send_and_clone() {
     fn check<T: Read + Seek + BufRead + Clone + Send>() {}
     check::<sparsebuf::Reader>();
 }
+
+/// Regression (fuzz `ops`): an empty `read` went to the source, and so returned the stream's
+/// sticky error (here: shorter than declared) or blocked, instead of `Ok(0)`.
+#[test]
+fn an_empty_read_never_touches_the_source() {
+    let buf = StreamBuffer::builder().len(25).build(io::empty()).unwrap();
+    let mut r = buf.reader();
+    assert_eq!(r.read(&mut []).unwrap(), 0);
+    assert_eq!(buf.stats().source_bytes, 0);
+    assert_eq!(buf.location(0, 1), sparsebuf::Location::AtIndex);
+    assert_eq!(
+        r.read(&mut [0u8; 4]).unwrap_err().kind(),
+        io::ErrorKind::UnexpectedEof
+    );
+}
