@@ -1,0 +1,18 @@
+//! The `ops` target with a spill storage that fails writes (the Nth, or after N KiB, transient
+//! or persistent) and reads on command. No panic, no wrong byte, no hang.
+#![no_main]
+
+use std::sync::Arc;
+
+use libfuzzer_sys::fuzz_target;
+use sparsebuf_fuzz::{allow_scripted_panics, build, run, Fault, Faulty, Op, Setup};
+
+fuzz_target!(|input: (Fault, Setup, Vec<Op>)| {
+    allow_scripted_panics();
+    let (fault, setup, ops) = input;
+    let storage = Arc::new(Faulty::new(fault));
+    let (buf, model, segment) = build(&setup, Some(storage.clone()));
+    run(&buf, &model, segment, &ops, Some(&storage));
+    let failed = storage.failed.load(std::sync::atomic::Ordering::SeqCst) as u64;
+    assert_eq!(buf.stats().spill_errors, failed);
+});
