@@ -302,19 +302,20 @@ impl Model {
         Expect::Bytes(self.actual.saturating_sub(offset).min(end - offset))
     }
 
-    /// A cursor read at `pos` of up to `len` bytes: at least one byte if any exists.
-    pub fn cursor(&self, pos: u64, len: u64) -> Result<(u64, u64), ()> {
+    /// A cursor read at `pos` of up to `len` bytes: the range of counts it may return (at least
+    /// one byte if any exists), or `None` if it must fail.
+    pub fn cursor(&self, pos: u64, len: u64) -> Option<(u64, u64)> {
         if len == 0 {
-            return Ok((0, 0));
+            return Some((0, 0));
         }
         match self.read(pos, pos.saturating_add(1)) {
-            Expect::Error => Err(()),
-            Expect::Bytes(0) => Ok((0, 0)),
+            Expect::Error => None,
+            Expect::Bytes(0) => Some((0, 0)),
             Expect::Bytes(_) => {
                 let limit = self
                     .declared
                     .map_or(self.deliverable(), |d| d.min(self.deliverable()));
-                Ok((1, (limit - pos).min(len)))
+                Some((1, (limit - pos).min(len)))
             }
         }
     }
@@ -465,7 +466,7 @@ pub fn run(buf: &StreamBuffer, m: &Model, segment: u64, ops: &[Op], storage: Opt
             Op::CursorRead { len } => {
                 let mut dst = vec![0u8; len as usize];
                 match (m.cursor(pos, len as u64), cursor.read(&mut dst)) {
-                    (Ok((min, max)), Ok(n)) => {
+                    (Some((min, max)), Ok(n)) => {
                         assert!(
                             (min..=max).contains(&(n as u64)),
                             "cursor read {n} at {pos}: {min}..={max}"
@@ -473,20 +474,20 @@ pub fn run(buf: &StreamBuffer, m: &Model, segment: u64, ops: &[Op], storage: Opt
                         m.check(pos, &dst[..n]);
                         pos += n as u64;
                     }
-                    (Err(()), Err(e)) => check_error(m, &e),
+                    (None, Err(e)) => check_error(m, &e),
                     (_, Err(_)) if spill_reads_fail => {}
                     (want, got) => panic!("cursor read at {pos}: model {want:?}, got {got:?}"),
                 }
             }
             Op::FillBuf { consume } => match (m.cursor(pos, u64::MAX), cursor.fill_buf()) {
-                (Ok((min, _)), Ok(got)) => {
+                (Some((min, _)), Ok(got)) => {
                     assert!(got.len() as u64 >= min);
                     m.check(pos, got);
                     let n = (consume as usize).min(got.len());
                     cursor.consume(n);
                     pos += n as u64;
                 }
-                (Err(()), Err(e)) => check_error(m, &e),
+                (None, Err(e)) => check_error(m, &e),
                 (_, Err(_)) if spill_reads_fail => {}
                 (want, got) => panic!("fill_buf at {pos}: model {want:?}, got {got:?}"),
             },
