@@ -1,8 +1,88 @@
 //! Every lock and atomic the crate uses, re-exported from one place.
 //!
-//! Shared state names its primitives through this module only, so that a model-checking build
-//! (loom) can swap them for instrumented ones without touching the logic that uses them.
+//! Shared state names its primitives through this module only. A normal build uses
+//! `parking_lot` and `std` atomics; a `--cfg loom` build swaps in loom's model-checked ones
+//! behind the same (parking_lot-shaped) API, so `tests/loom.rs` can explore the interleavings of
+//! the publish/wait protocol. `Arc` and `OnceLock` stay from `std` in both builds: they hold
+//! immutable data set before the threads of a model start, which loom need not explore.
 
-pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::Ordering;
 pub(crate) use std::sync::{Arc, OnceLock};
+
+#[cfg(not(loom))]
+pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64};
+
+#[cfg(loom)]
+pub(crate) use loom_shim::*;
+
+/// loom's primitives with parking_lot's API (no poisoning results, `&mut` guard for waits).
+/// Poisoning cannot happen here: no code unwinds while holding one of these locks (the source's
+/// panics are caught before they leave the source call).
+#[cfg(loom)]
+mod loom_shim {
+    use std::ops::{Deref, DerefMut};
+
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64};
+    pub(crate) use loom::sync::RwLockReadGuard;
+
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Mutex(loom::sync::Mutex::new(value))
+        }
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            MutexGuard(Some(self.0.lock().expect("loom mutex poisoned")))
+        }
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock().ok().map(|g| MutexGuard(Some(g)))
+        }
+    }
+
+    /// Holds the guard in an `Option` so `Condvar::wait` can hand it to loom and back.
+    pub(crate) struct MutexGuard<'a, T>(Option<loom::sync::MutexGuard<'a, T>>);
+
+    impl<T> Deref for MutexGuard<'_, T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            self.0.as_deref().expect("guard present outside a wait")
+        }
+    }
+
+    impl<T> DerefMut for MutexGuard<'_, T> {
+        fn deref_mut(&mut self) -> &mut T {
+            self.0.as_deref_mut().expect("guard present outside a wait")
+        }
+    }
+
+    pub(crate) struct Condvar(loom::sync::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Self {
+            Condvar(loom::sync::Condvar::new())
+        }
+        pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+            let inner = guard.0.take().expect("guard present before a wait");
+            guard.0 = Some(self.0.wait(inner).expect("loom mutex poisoned"));
+        }
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all();
+        }
+    }
+
+    pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub(crate) fn new(value: T) -> Self {
+            RwLock(loom::sync::RwLock::new(value))
+        }
+        pub(crate) fn read(&self) -> loom::sync::RwLockReadGuard<'_, T> {
+            self.0.read().expect("loom rwlock poisoned")
+        }
+        pub(crate) fn write(&self) -> loom::sync::RwLockWriteGuard<'_, T> {
+            self.0.write().expect("loom rwlock poisoned")
+        }
+    }
+}
