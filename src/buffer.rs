@@ -642,6 +642,35 @@ mod tests {
         assert!(st.memory_bytes <= 3 * 1024, "{st:?}");
     }
 
+    /// Readers copy published prefixes while the writer splits and re-joins the same
+    /// allocation; small enough for miri, which checks those accesses for data races.
+    #[test]
+    fn concurrent_readers_while_publishing_and_spilling() {
+        let data = pattern(3000);
+        let chunks: Vec<io::Result<Vec<u8>>> = data.chunks(97).map(|c| Ok(c.to_vec())).collect();
+        let buf = StreamBuffer::builder()
+            .segment_size(256)
+            .memory_budget(512)
+            .spill_storage(HeapStorage::default())
+            .build_chunks(chunks)
+            .unwrap();
+        std::thread::scope(|s| {
+            for t in 0..3u64 {
+                let (buf, data) = (buf.clone(), &data);
+                s.spawn(move || {
+                    for i in 0..8u64 {
+                        let offset = (t * 997 + i * 331) % 3000;
+                        let mut dst = [0u8; 300];
+                        let n = buf.read_at(offset, &mut dst).unwrap();
+                        let end = (offset as usize + 300).min(3000);
+                        assert_eq!(&dst[..n], &data[offset as usize..end]);
+                    }
+                });
+            }
+        });
+        assert_eq!(buf.read_range(0..3000).unwrap(), data);
+    }
+
     #[test]
     fn debug_shows_the_frontier_length_and_tiers() {
         let buf = StreamBuffer::builder()

@@ -375,6 +375,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "needs a file-backed memory map")]
     fn regions_double_and_cover_every_offset() {
         let s = FileStorage::new_in(&std::env::temp_dir()).unwrap();
         let unit = 1u64 << s.unit_shift;
@@ -393,6 +394,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "needs a file-backed memory map")]
     fn file_storage_round_trips_across_regions() {
         let s = FileStorage::new_in(&std::env::temp_dir()).unwrap();
         let unit = 1u64 << s.unit_shift;
@@ -425,6 +427,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "needs a file-backed memory map")]
     fn file_storage_rejects_ranges_outside_reserved() {
         let s = FileStorage::new_in(&std::env::temp_dir()).unwrap();
         let kind = |r: io::Result<()>| r.unwrap_err().kind();
