@@ -1,88 +1,62 @@
-//! Hit reads: random-offset reads of filled data, in RAM and spilled, against a plain `memcpy`
-//! from a `Vec<u8>` with the same access pattern (the physical limit), measured in one group.
+//! Hit reads: 4 KiB and 64 KiB reads at random offsets of filled data, (a) all in RAM and
+//! (b) mostly spilled (5 MiB budget), against the baselines measured in the same group:
+//! `memcpy` from a `Vec<u8>` (the physical limit), the original design (a mutex around a
+//! `SpooledTempFile`, seek + read), an all-RAM `RwLock<Vec<u8>>`, and the `stream-download`
+//! crate's reader over the same bytes.
 //!
 //! `SPARSEBUF_BENCH_MIB` sets the stream size (default 256).
 
+mod support;
+
 use std::hint::black_box;
-use std::io::Cursor;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sparsebuf::StreamBuffer;
+use support::{Offsets, Original, Peer, RwVec};
 
-fn stream_len() -> usize {
-    let mib: usize = std::env::var("SPARSEBUF_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    mib << 20
-}
-
-fn source(len: usize) -> Vec<u8> {
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    (0..len / 8)
-        .flat_map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()
-        })
-        .collect()
-}
-
-/// Deterministic random offsets such that `offset + read` stays inside `len`.
-fn offsets(len: usize, read: usize) -> Vec<u64> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..4096)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 17) % (len - read) as u64
-        })
-        .collect()
-}
+const BUDGET: usize = 5 << 20;
 
 fn hit_read(c: &mut Criterion) {
-    let len = stream_len();
-    let data = source(len);
-    let in_ram = StreamBuffer::builder()
-        .memory_budget(len + (1 << 20))
-        .build(Cursor::new(data.clone()))
-        .unwrap();
-    let spilled = StreamBuffer::builder()
-        .memory_budget(5 << 20)
-        .build(Cursor::new(data.clone()))
-        .unwrap();
-    in_ram.fill_to_end().unwrap();
-    spilled.fill_to_end().unwrap();
+    let len = support::stream_len();
+    let data = support::source(len);
+    for (tier, budget) in [("ram", None), ("spilled", Some(BUDGET))] {
+        let buf = support::sparsebuf(&data, budget);
+        let spooled_max = budget.unwrap_or(len + 1);
+        let original = Original::new(&data, spooled_max);
+        let rwvec = RwVec(parking_lot::RwLock::new(data.clone()));
+        let mut peer = Peer::new(&data, budget.is_some());
 
-    let mut group = c.benchmark_group("hit_read");
-    for read in [4 << 10, 64 << 10] {
-        let offs = offsets(len, read);
-        let mut dst = vec![0u8; read];
-        group.throughput(Throughput::Bytes(read as u64));
-        let mut i = 0;
-        let mut next = move || {
-            i = (i + 1) % offs.len();
-            offs[i]
-        };
-        group.bench_function(BenchmarkId::new("memcpy", read), |b| {
-            b.iter(|| {
-                let o = next() as usize;
-                dst.copy_from_slice(&data[o..o + read]);
-                black_box(&dst);
-            })
-        });
-        for (name, buf) in [("sparsebuf_ram", &in_ram), ("sparsebuf_spilled", &spilled)] {
-            group.bench_function(BenchmarkId::new(name, read), |b| {
+        let mut group = c.benchmark_group(format!("hit_read_{tier}"));
+        for read in [4 << 10, 64 << 10] {
+            group.throughput(Throughput::Bytes(read as u64));
+            let mut dst = vec![0u8; read];
+            let mut offs = Offsets::new(len, read);
+            group.bench_function(BenchmarkId::new("memcpy", read), |b| {
                 b.iter(|| {
-                    black_box(buf.read_at(next(), &mut dst).unwrap());
+                    let o = offs.next() as usize;
+                    dst.copy_from_slice(&data[o..o + read]);
+                    black_box(&dst);
                 })
             });
+            group.bench_function(BenchmarkId::new("sparsebuf", read), |b| {
+                b.iter(|| black_box(buf.read_at(offs.next(), &mut dst).unwrap()))
+            });
+            group.bench_function(BenchmarkId::new("original_spooled_mutex", read), |b| {
+                b.iter(|| original.read_at(offs.next(), &mut dst).unwrap())
+            });
+            group.bench_function(BenchmarkId::new("rwlock_vec", read), |b| {
+                b.iter(|| rwvec.read_at(offs.next(), &mut dst))
+            });
+            group.bench_function(BenchmarkId::new("stream_download", read), |b| {
+                b.iter(|| peer.read_at(offs.next(), &mut dst).unwrap())
+            });
         }
+        group.finish();
     }
-    group.finish();
 }
 
-criterion_group!(benches, hit_read);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(50);
+    targets = hit_read
+}
 criterion_main!(benches);
