@@ -74,6 +74,9 @@ pub(crate) enum Slot {
 pub(crate) struct Index {
     shift: u32,
     filled: RangeSet<u64>,
+    /// End of the filled run that starts at 0 (0 if byte 0 is not filled): an O(1) answer for
+    /// the common case, a forward-only stream read behind its frontier.
+    prefix_end: u64,
     slots: Vec<Slot>,
     pub(crate) filled_bytes: u64,
     pub(crate) in_memory: u64,
@@ -86,6 +89,7 @@ impl Index {
         Index {
             shift: segment_shift,
             filled: RangeSet::new(),
+            prefix_end: 0,
             slots: Vec::new(),
             filled_bytes: 0,
             in_memory: 0,
@@ -117,6 +121,9 @@ impl Index {
     /// The end of the filled run that contains `offset`, if any.
     #[inline]
     pub(crate) fn filled_end(&self, offset: u64) -> Option<u64> {
+        if offset < self.prefix_end {
+            return Some(self.prefix_end);
+        }
         self.filled.get(&offset).map(|r| r.end)
     }
 
@@ -147,7 +154,11 @@ impl Index {
             }
         }
         self.filled_bytes += range.end - range.start;
+        let start = range.start;
         self.filled.insert(range);
+        if start <= self.prefix_end {
+            self.prefix_end = self.filled.get(&0).map_or(0, |r| r.end);
+        }
     }
 
     /// Marks a filling segment complete: its bytes become an immutable [`Resident`].
@@ -190,6 +201,7 @@ impl Index {
     ///
     /// The caller has checked that the range is filled; a slot that cannot serve it is reported
     /// as an error rather than a panic.
+    #[inline]
     pub(crate) fn copy_out(
         &self,
         storage: Option<&dyn SpillStorage>,
@@ -252,6 +264,7 @@ mod tests {
         for &(start, end) in ranges {
             ix.filled.insert(start..end);
         }
+        ix.prefix_end = ix.filled.get(&0).map_or(0, |r| r.end);
         ix
     }
 
