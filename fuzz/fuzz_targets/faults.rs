@@ -5,14 +5,16 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use sparsebuf_fuzz::{allow_scripted_panics, build, run, Fault, Faulty, Op, Setup};
+use sparsebuf_fuzz::{allow_scripted_panics, build, run, Faulty, FuzzFault, Op, Setup};
 
-fuzz_target!(|input: (Fault, Setup, Vec<Op>)| {
+fuzz_target!(|input: (FuzzFault, Setup, Vec<Op>)| {
     allow_scripted_panics();
     let (fault, setup, ops) = input;
-    let storage = Arc::new(Faulty::new(fault));
+    let storage = Arc::new(Faulty::new(fault.into()));
     let (buf, model, segment) = build(&setup, Some(storage.clone()));
     run(&buf, &model, segment, &ops, Some(&storage));
-    let failed = storage.failed.load(std::sync::atomic::Ordering::SeqCst) as u64;
+    let failed = storage
+        .failed_writes
+        .load(std::sync::atomic::Ordering::SeqCst) as u64;
     assert_eq!(buf.stats().spill_errors, failed);
 });

@@ -2,11 +2,11 @@
 //! the model that every result is compared with.
 
 use std::io::{self, BufRead, Read, Seek, SeekFrom};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Once};
 
 use arbitrary::Arbitrary;
-use sparsebuf::{Builder, Location, SpillStorage, StreamBuffer};
+use sparsebuf::{Builder, Location, StreamBuffer};
 
 /// The message of the scripted source's panic; the panic hook lets only this one unwind.
 pub const SCRIPTED_PANIC: &str = "sparsebuf-fuzz scripted source panic";
@@ -103,9 +103,14 @@ impl Read for Scripted {
     }
 }
 
-/// What a [`Faulty`] storage does wrong.
+/// The fault-injecting spill storage of the integration tests, shared by path.
+#[path = "../../tests/common/faulty.rs"]
+mod faulty;
+pub use faulty::{Fault, Faulty};
+
+/// A [`Fault`] the fuzzer can build, with small counts so faults actually happen.
 #[derive(Arbitrary, Debug, Clone, Copy)]
-pub enum Fault {
+pub enum FuzzFault {
     None,
     /// The `n`th write fails (and every later one, if persistent).
     FailNthWrite {
@@ -119,91 +124,19 @@ pub enum Fault {
     },
 }
 
-/// A heap spill storage with injected write faults.
-pub struct Faulty {
-    data: Mutex<Vec<u8>>,
-    fault: Fault,
-    writes: AtomicUsize,
-    stored: AtomicU64,
-    pub failed: AtomicUsize,
-    pub fail_reads: AtomicBool,
-}
-
-impl Faulty {
-    pub fn new(fault: Fault) -> Self {
-        Faulty {
-            data: Mutex::new(Vec::new()),
-            fault,
-            writes: AtomicUsize::new(0),
-            stored: AtomicU64::new(0),
-            failed: AtomicUsize::new(0),
-            fail_reads: AtomicBool::new(false),
+impl From<FuzzFault> for Fault {
+    fn from(f: FuzzFault) -> Fault {
+        match f {
+            FuzzFault::None => Fault::None,
+            FuzzFault::FailNthWrite { n, persistent } => Fault::FailNthWrite {
+                n: n as usize,
+                persistent,
+            },
+            FuzzFault::NoSpaceAfter { kib, persistent } => Fault::NoSpaceAfter {
+                bytes: (kib as u64) << 10,
+                persistent,
+            },
         }
-    }
-
-    fn fails(&self, len: u64) -> bool {
-        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
-        let fail = match self.fault {
-            Fault::None => false,
-            Fault::FailNthWrite { n: nth, persistent } => {
-                n == nth as usize || (persistent && n > nth as usize)
-            }
-            Fault::NoSpaceAfter { kib, persistent } => {
-                let full = self.stored.load(Ordering::SeqCst) + len > (kib as u64) << 10;
-                if full && !persistent {
-                    self.stored.store(0, Ordering::SeqCst);
-                }
-                full
-            }
-        };
-        if fail {
-            self.failed.fetch_add(1, Ordering::SeqCst);
-        } else {
-            self.stored.fetch_add(len, Ordering::SeqCst);
-        }
-        fail
-    }
-}
-
-impl SpillStorage for Faulty {
-    fn reserve(&self, end: u64) -> io::Result<()> {
-        let end = usize::try_from(end).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let mut v = self.data.lock().unwrap();
-        if v.len() < end {
-            v.resize(end, 0);
-        }
-        Ok(())
-    }
-
-    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let mut v = self.data.lock().unwrap();
-        let at = offset as usize;
-        let dst = v
-            .get_mut(at..at + data.len())
-            .ok_or(io::ErrorKind::InvalidInput)?;
-        if self.fails(data.len() as u64) {
-            dst[..data.len() / 2].fill(0xEE); // a torn write
-            return Err(io::Error::from_raw_os_error(28));
-        }
-        dst.copy_from_slice(data);
-        Ok(())
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        if self.fail_reads.load(Ordering::SeqCst) {
-            return Err(io::Error::other("injected read failure"));
-        }
-        let v = self.data.lock().unwrap();
-        let at = offset as usize;
-        buf.copy_from_slice(
-            v.get(at..at + buf.len())
-                .ok_or(io::ErrorKind::InvalidInput)?,
-        );
-        Ok(())
-    }
-
-    fn len(&self) -> u64 {
-        self.data.lock().unwrap().len() as u64
     }
 }
 
