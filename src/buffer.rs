@@ -18,6 +18,7 @@ use crate::source::{ChunkSource, Fill, ReadSource};
 use crate::spill::{FileStorage, SpillStorage};
 use crate::stats::Stats;
 use crate::sync::{Arc, AtomicU64, Mutex, OnceLock, Ordering, RwLock, RwLockReadGuard};
+use crate::tiers::Tiers;
 use crate::writer::{Publish, Role, Writer};
 
 /// A shared, seekable, random-access buffer over a forward-only byte stream.
@@ -71,8 +72,9 @@ pub struct StreamBuffer {
 
 /// Everything the handles share.
 ///
-/// Lock order: `writer` before `state`; `state` is never held while waiting for `writer`, while
-/// reading the source or while writing spill data. `publish` is only taken alone.
+/// Lock order: `writer`, then `tiers`, then `state`; `state` is never held while waiting for
+/// another lock, while reading the source or while writing spill data. `publish` is only taken
+/// alone.
 pub(crate) struct Shared {
     pub(crate) config: Config,
     /// The index and the stream's fate; see [`State`].
@@ -80,6 +82,8 @@ pub(crate) struct Shared {
     /// The writer role. Whoever holds it may read the source; held for as long as one reader's
     /// need takes to pull, never by a thread that waits for anything but the source or disk.
     pub(crate) writer: Mutex<Writer>,
+    /// The RAM tier's pool and CLOCK list; see [`Tiers`].
+    pub(crate) tiers: Mutex<Tiers>,
     /// Wakes readers waiting for a publish.
     pub(crate) publish: Publish,
     /// The spill storage: supplied by the builder, or created on the first spill. Set once.
@@ -219,7 +223,8 @@ impl StreamBuffer {
             shared: Arc::new(Shared {
                 config,
                 state: RwLock::new(state),
-                writer: Mutex::new(Writer::new(source, pool)),
+                writer: Mutex::new(Writer::new(source)),
+                tiers: Mutex::new(Tiers::new(pool)),
                 publish: Publish::new(),
                 storage: storage_cell,
                 buffers,

@@ -76,6 +76,7 @@ mod source;
 mod spill;
 mod stats;
 mod sync;
+mod tiers;
 mod writer;
 
 pub use buffer::StreamBuffer;

@@ -2,7 +2,6 @@
 //! and spills segments past the memory budget; and the publish/wait protocol around it.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -11,7 +10,6 @@ use bytes::BytesMut;
 use crate::buffer::Shared;
 use crate::error::Error;
 use crate::index::Slot;
-use crate::segment::Pool;
 use crate::source::Fill;
 use crate::sync::{Arc, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
 
@@ -20,14 +18,12 @@ use crate::sync::{Arc, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
 /// Invariants: `frontier` is the end of the published bytes (everything the source produced is
 /// published before the writer releases the role or reads the source again); `pending`, if any,
 /// is the segment containing `frontier`, and its `tail` the part of that segment's buffer not yet
-/// published; `clock` lists exactly the segments whose slot is `Memory`, oldest first.
-/// `source` is `None` once the stream has ended or failed, and then the index's state says which.
+/// published. `source` is `None` once the stream has ended or failed, and then the index's state
+/// says which.
 pub(crate) struct Writer {
     source: Option<Box<dyn Fill>>,
     frontier: u64,
     pending: Option<Pending>,
-    pool: Pool,
-    clock: VecDeque<u64>,
 }
 
 /// The segment being filled, and the unpublished rest of its buffer.
@@ -37,13 +33,11 @@ struct Pending {
 }
 
 impl Writer {
-    pub(crate) fn new(source: Box<dyn Fill>, pool: Pool) -> Self {
+    pub(crate) fn new(source: Box<dyn Fill>) -> Self {
         Writer {
             source: Some(source),
             frontier: 0,
             pending: None,
-            pool,
-            clock: VecDeque::new(),
         }
     }
 
@@ -65,7 +59,7 @@ impl Writer {
         }
         let pending = self.pending.get_or_insert_with(|| Pending {
             segment: self.frontier >> cfg.shift,
-            tail: self.pool.take(),
+            tail: shared.tiers.lock().take(),
         });
         let want = left.map_or(pending.tail.len(), |left| {
             usize::try_from(left).map_or(pending.tail.len(), |l| l.min(pending.tail.len()))
@@ -101,8 +95,9 @@ impl Writer {
         shared.publish.notify();
         if complete {
             self.pending = None;
-            self.clock.push_back(segment);
-            self.enforce_budget(shared);
+            let mut tiers = shared.tiers.lock();
+            tiers.admit(segment);
+            tiers.enforce_budget(shared, true);
         }
     }
 
@@ -131,93 +126,41 @@ impl Writer {
             }
         }
         let last = self.pending.take().map(|p| p.segment);
-        {
+        let sealed = {
             let mut state = shared.state.write();
-            match last {
-                Some(segment) if state.index.seal(segment) => self.clock.push_back(segment),
-                Some(_) => self.pool.forget(),
-                None => {}
-            }
             state.len = Some(self.frontier);
             state.complete = true;
-        }
+            last.map(|segment| (segment, state.index.seal(segment)))
+        };
         self.source = None;
         shared.publish.notify();
-        self.enforce_budget(shared);
+        let mut tiers = shared.tiers.lock();
+        match sealed {
+            Some((segment, true)) => tiers.admit(segment),
+            Some((_, false)) => tiers.forget(),
+            None => {}
+        }
+        tiers.enforce_budget(shared, false);
     }
 
     /// The source failed: record the sticky error. Published bytes stay readable.
     fn fail(&mut self, shared: &Shared, err: Error) {
         let pending = self.pending.take();
-        {
+        let unused_buffer = {
             let mut state = shared.state.write();
             let published = pending
                 .as_ref()
                 .and_then(|p| state.index.slot(p.segment))
                 .is_some_and(|slot| matches!(slot, Slot::Filling(_)));
-            if pending.is_some() && !published {
-                self.pool.forget();
-            }
             state.error = Some(err);
+            pending.is_some() && !published
+        };
+        if unused_buffer {
+            shared.tiers.lock().forget();
         }
         // Dropped outside the lock: a source's destructor may block (closing a connection).
         self.source = None;
         shared.publish.notify();
-    }
-
-    /// Spills the coldest full segments until RAM fits the budget, or a spill fails.
-    fn enforce_budget(&mut self, shared: &Shared) {
-        let cfg = &shared.config;
-        // The segment being filled needs a buffer too, while the source lasts.
-        let filling = usize::from(self.source.is_some());
-        while (self.clock.len() + filling).saturating_mul(cfg.segment_size) > cfg.memory_budget {
-            let Some(victim) = self.pick_victim(shared) else {
-                return;
-            };
-            if let Err(error) = self.spill(shared, victim) {
-                self.clock.push_front(victim);
-                shared.spill_failed(Error::Spill {
-                    offset: victim << cfg.shift,
-                    error: Arc::new(error),
-                });
-                return;
-            }
-        }
-    }
-
-    /// CLOCK: the oldest resident segment not read since the hand last passed it.
-    fn pick_victim(&mut self, shared: &Shared) -> Option<u64> {
-        let state = shared.state.read();
-        for _ in 0..=2 * self.clock.len() {
-            let segment = self.clock.pop_front()?;
-            match state.index.take_referenced(segment) {
-                Some(true) => self.clock.push_back(segment),
-                Some(false) => return Some(segment),
-                None => {}
-            }
-        }
-        self.clock.pop_front()
-    }
-
-    /// Writes a full segment to the spill storage outside the index lock, then points its slot
-    /// at the storage under a short write lock. Readers copy under the read lock, so none is
-    /// copying from the RAM buffer when it is released.
-    fn spill(&mut self, shared: &Shared, segment: u64) -> io::Result<()> {
-        let data = match shared.state.read().index.slot(segment) {
-            Some(Slot::Memory(resident)) => resident.data.clone(),
-            _ => return Ok(()),
-        };
-        let offset = segment << shared.config.shift;
-        let end = offset + data.len() as u64;
-        let storage = shared.storage()?;
-        storage.reserve(end)?;
-        storage.write_at(offset, &data)?;
-        let freed = shared.state.write().index.move_to_disk(segment);
-        drop(data);
-        if let Some(freed) = freed {
-            self.pool.give(freed);
-        }
-        Ok(())
     }
 }
 
