@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use crate::config::{Builder, Config};
 use crate::error::{context, invalid_input, range_end, Error};
+use crate::fetch::{claim, fetch, Claim, Ranged};
 use crate::index::{Index, Location, Slot};
 use crate::reader::Reader;
 use crate::segment::{BufferCounts, Pool};
@@ -79,9 +80,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// The index and the stream's fate; see [`State`].
     pub(crate) state: RwLock<State>,
-    /// The writer role. Whoever holds it may read the source; held for as long as one reader's
-    /// need takes to pull, never by a thread that waits for anything but the source or disk.
-    pub(crate) writer: Mutex<Writer>,
+    /// Where new bytes come from: a forward-only stream and its writer role, or a range source.
+    pub(crate) filler: Filler,
     /// The RAM tier's pool and CLOCK list; see [`Tiers`].
     pub(crate) tiers: Mutex<Tiers>,
     /// Wakes readers waiting for a publish.
@@ -96,23 +96,61 @@ pub(crate) struct Shared {
     pub(crate) last_spill_error: Mutex<Option<Error>>,
 }
 
+/// Where a buffer's bytes come from.
+pub(crate) enum Filler {
+    /// A forward-only stream. Whoever holds the writer role may read it: held for as long as one
+    /// reader's need takes to pull, never by a thread that waits for anything but the source or
+    /// the disk.
+    Stream(Mutex<Writer>),
+    /// A source that reads at any offset; fetches are claimed in the index (see `fetch.rs`).
+    Ranged(Ranged),
+}
+
 /// The part of the shared state guarded by the index lock.
 ///
 /// Invariants: `len`, once `Some`, never changes (declared up front, or set when the source
-/// ended); `complete` means the source ended where `len` says; `error`, once set, stays set and
-/// no byte is added to the index after it. Bytes in the index never change.
+/// ended); `complete` means the source ended where `len` says; `error`, once set (stream sources
+/// only), stays set and no byte is added to the index after it. Bytes in the index never change.
 pub(crate) struct State {
     pub(crate) index: Index,
     pub(crate) len: Option<u64>,
     pub(crate) complete: bool,
     pub(crate) error: Option<Error>,
+    /// Range-source fetches under way (each holds its claimed segments as `Slot::Fetching`).
+    pub(crate) fetches_in_flight: usize,
+    /// A range source without a known length: the stream ends at or before this offset (a
+    /// fetch there read nothing). Becomes `len` once the bytes just before it are filled.
+    pub(crate) end_at_most: Option<u64>,
 }
 
 impl State {
-    /// `end` clipped to the known length.
+    /// `end` clipped to the known length, or to where the stream is known to end at the latest.
     #[inline]
-    fn clip(&self, end: u64) -> u64 {
-        self.len.map_or(end, |len| end.min(len))
+    pub(crate) fn clip(&self, end: u64) -> u64 {
+        let end = self.len.map_or(end, |len| end.min(len));
+        self.end_at_most.map_or(end, |at_most| end.min(at_most))
+    }
+
+    /// A range source read nothing at `offset`, or (`exact`) ended exactly there after
+    /// producing bytes. Records what that says about the length.
+    pub(crate) fn found_end(&mut self, offset: u64, exact: bool) {
+        if self.len.is_some() {
+            return;
+        }
+        let bound = self.end_at_most.map_or(offset, |b| b.min(offset));
+        self.end_at_most = Some(bound);
+        if exact || bound == 0 || self.index.filled_end(bound - 1).is_some() {
+            self.len = Some(bound);
+            self.end_at_most = None;
+            self.complete = true;
+        }
+    }
+
+    /// After a publish: a bound right behind filled bytes is the length.
+    pub(crate) fn settle_end(&mut self) {
+        if let Some(bound) = self.end_at_most {
+            self.found_end(bound, false);
+        }
     }
 }
 
@@ -194,7 +232,11 @@ impl StreamBuffer {
             spill_dir: std::env::temp_dir(),
             declared_len: None,
         };
-        Self::from_parts(config, source, None)
+        Self::from_parts(
+            config,
+            Filler::Stream(Mutex::new(Writer::new(source))),
+            None,
+        )
     }
 
     /// A [`Builder`] to choose segment size, memory budget, spill directory and length.
@@ -204,7 +246,7 @@ impl StreamBuffer {
 
     pub(crate) fn from_parts(
         config: Config,
-        source: Box<dyn Fill>,
+        filler: Filler,
         storage: Option<Arc<dyn SpillStorage>>,
     ) -> Self {
         let buffers = Arc::new(BufferCounts::default());
@@ -213,17 +255,23 @@ impl StreamBuffer {
         if let Some(storage) = storage {
             let _ = storage_cell.set(storage);
         }
+        let len = match &filler {
+            Filler::Ranged(r) => config.declared_len.or_else(|| r.source.len()),
+            Filler::Stream(_) => config.declared_len,
+        };
         let state = State {
             index: Index::new(config.shift),
-            len: config.declared_len,
+            len,
             complete: false,
             error: None,
+            fetches_in_flight: 0,
+            end_at_most: None,
         };
         StreamBuffer {
             shared: Arc::new(Shared {
                 config,
                 state: RwLock::new(state),
-                writer: Mutex::new(Writer::new(source)),
+                filler,
                 tiers: Mutex::new(Tiers::new(pool)),
                 publish: Publish::new(),
                 storage: storage_cell,
@@ -324,6 +372,33 @@ impl StreamBuffer {
         Ok(out)
     }
 
+    /// Waits until every byte of `range` that exists is filled, pulling or fetching as needed,
+    /// and returns the end of what is there (`range.end` clipped at the end of the stream). Use
+    /// it to prebuffer before playback, or to fetch a region of a range source ahead of time.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] if `range.start > range.end`; the source's errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let buf = sparsebuf::StreamBuffer::new(std::io::Cursor::new(vec![1u8; 10_000]));
+    /// assert_eq!(buf.wait_for(0..4096)?, 4096);
+    /// assert_eq!(buf.location(0, 4096), sparsebuf::Location::BeforeIndex);
+    /// assert_eq!(buf.wait_for(9_000..20_000)?, 10_000);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn wait_for(&self, range: Range<u64>) -> io::Result<u64> {
+        if range.start > range.end {
+            return Err(invalid_input(format!(
+                "range start {} is after its end {}",
+                range.start, range.end
+            )));
+        }
+        self.wait_filled(range.start, range.end, Want::All)
+    }
+
     /// A new cursor at offset 0, implementing [`Read`], [`Seek`](std::io::Seek) and
     /// [`BufRead`](std::io::BufRead). Cursors are independent of each other.
     pub fn reader(&self) -> Reader {
@@ -337,6 +412,10 @@ impl StreamBuffer {
     /// The source's error, if it fails (sticky: see [`Error`]), including
     /// [`Error::EndedEarly`] and [`Error::RanLong`] against a declared length.
     pub fn fill_to_end(&self) -> io::Result<u64> {
+        if let Filler::Ranged(_) = self.shared.filler {
+            // Every hole, fetched in runs from the front; clipped once the end is known.
+            return self.wait_filled(0, u64::MAX, Want::All);
+        }
         loop {
             let seen = self.shared.publish.generation();
             {
@@ -348,7 +427,7 @@ impl StreamBuffer {
                     return Ok(state.len.unwrap_or(0));
                 }
             }
-            self.pull_or_wait(u64::MAX, seen);
+            self.fill_or_wait(0, u64::MAX, seen)?;
         }
     }
 
@@ -421,7 +500,7 @@ impl StreamBuffer {
                         }
                         Piece::Spilled { offset, len }
                     }
-                    Some(Slot::Absent) | None => {
+                    Some(Slot::Absent | Slot::Fetching) | None => {
                         return Err(io::Error::other(format!(
                             "sparsebuf internal error: segment {segment} missing while saving"
                         )))
@@ -471,6 +550,8 @@ impl StreamBuffer {
             segments_in_memory: state.index.in_memory,
             segments_spilled: state.index.spilled,
             source_bytes: shared.source_bytes.load(Ordering::Relaxed),
+            holes: state.index.holes(),
+            fetches_in_flight: state.fetches_in_flight as u64,
             spill_errors: shared.spill_errors.load(Ordering::Relaxed),
             segment_size: size,
             memory_budget: shared.config.memory_budget as u64,
@@ -566,18 +647,46 @@ impl StreamBuffer {
                     }
                 }
             };
-            self.pull_or_wait(need, seen);
+            self.fill_or_wait(offset, need, seen)?;
         }
     }
 
-    /// Becomes the writer and pulls up to `need`, or, if another thread is the writer, waits
-    /// for its next publish (or its release of the role) after generation `seen`.
-    fn pull_or_wait(&self, need: u64, seen: u64) {
+    /// Makes the source produce `[offset, need)`, or waits for whoever is already doing it.
+    ///
+    /// A stream: becomes the writer and pulls up to `need`, or, if another thread is the writer,
+    /// waits for its next publish (or its release of the role) after generation `seen`.
+    /// A range source: claims and fetches the first missing run of segments, or waits if they
+    /// are all being fetched (or too many fetches run).
+    fn fill_or_wait(&self, offset: u64, need: u64, seen: u64) -> io::Result<()> {
         let shared = &*self.shared;
-        match shared.writer.try_lock() {
-            Some(writer) => Role::new(writer, &shared.publish).pull_until(shared, need),
-            None => shared.publish.wait(seen),
+        match &shared.filler {
+            Filler::Stream(writer) => match writer.try_lock() {
+                Some(writer) => Role::new(writer, &shared.publish).pull_until(shared, need),
+                None => shared.publish.wait(seen),
+            },
+            Filler::Ranged(ranged) => {
+                let claimed = {
+                    let mut state = shared.state.write();
+                    let need = state.clip(need);
+                    if offset >= need {
+                        return Ok(());
+                    }
+                    claim(
+                        &mut state,
+                        shared.config.shift,
+                        offset,
+                        need,
+                        ranged.max_fetches,
+                    )
+                };
+                match claimed {
+                    Claim::Fetch(segments) => fetch(shared, ranged, segments)?,
+                    Claim::Wait => shared.publish.wait(seen),
+                    Claim::Retry => {}
+                }
+            }
         }
+        Ok(())
     }
 }
 

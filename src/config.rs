@@ -4,15 +4,20 @@ use std::fmt;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
-use crate::buffer::StreamBuffer;
+use crate::buffer::{Filler, StreamBuffer};
 use crate::error::invalid_input;
-use crate::source::{ChunkSource, Fill, ReadSource};
+use crate::fetch::Ranged;
+use crate::source::{ChunkSource, Fill, RangeSource, ReadSource};
 use crate::spill::SpillStorage;
+use crate::sync::Mutex;
+use crate::writer::Writer;
 
 /// Default segment size: 64 KiB.
 pub(crate) const DEFAULT_SEGMENT_SIZE: usize = 64 * 1024;
 /// Default memory budget: 5 MiB.
 pub(crate) const DEFAULT_MEMORY_BUDGET: usize = 5 * 1024 * 1024;
+/// Default number of concurrent range-source fetches.
+pub(crate) const DEFAULT_MAX_FETCHES: usize = 4;
 /// Smallest segment size accepted.
 pub(crate) const MIN_SEGMENT_SIZE: usize = 256;
 /// Largest segment size accepted.
@@ -57,6 +62,7 @@ pub struct Builder {
     memory_budget: usize,
     spill_dir: Option<PathBuf>,
     len: Option<u64>,
+    max_fetches: usize,
     storage: Option<std::sync::Arc<dyn SpillStorage>>,
 }
 
@@ -67,6 +73,7 @@ impl Default for Builder {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             spill_dir: None,
             len: None,
+            max_fetches: DEFAULT_MAX_FETCHES,
             storage: None,
         }
     }
@@ -79,6 +86,7 @@ impl fmt::Debug for Builder {
             .field("memory_budget", &self.memory_budget)
             .field("spill_dir", &self.spill_dir)
             .field("len", &self.len)
+            .field("max_fetches", &self.max_fetches)
             .field("custom_storage", &self.storage.is_some())
             .finish()
     }
@@ -125,6 +133,13 @@ impl Builder {
         self
     }
 
+    /// For [`build_ranged`](Builder::build_ranged): how many fetches of different gaps may run
+    /// at once. Default 4; readers that need the same gap always share one fetch.
+    pub fn max_fetches(mut self, fetches: usize) -> Self {
+        self.max_fetches = fetches;
+        self
+    }
+
     /// Spill to `storage` instead of a temp file in [`spill_dir`](Builder::spill_dir).
     pub fn spill_storage(mut self, storage: impl SpillStorage) -> Self {
         self.storage = Some(std::sync::Arc::new(storage));
@@ -155,9 +170,34 @@ impl Builder {
         self.build_with(Box::new(ChunkSource::new(chunks.into_iter())))
     }
 
+    /// Builds a sparse buffer over a source that can read at any offset: reads fetch only the
+    /// segments they need (see [`RangeSource`]). The length comes from [`Builder::len`], else
+    /// from [`RangeSource::len`], else from where the source ends.
+    ///
+    /// # Errors
+    ///
+    /// As for [`build`](Builder::build), and [`io::ErrorKind::InvalidInput`] for
+    /// `max_fetches(0)`.
+    pub fn build_ranged(self, source: impl RangeSource) -> io::Result<StreamBuffer> {
+        if self.max_fetches == 0 {
+            return Err(invalid_input("max_fetches must be at least 1"));
+        }
+        let ranged = Ranged {
+            source: Box::new(source),
+            max_fetches: self.max_fetches,
+        };
+        let storage = self.storage.clone();
+        Ok(StreamBuffer::from_parts(
+            self.config()?,
+            Filler::Ranged(ranged),
+            storage,
+        ))
+    }
+
     fn build_with(self, source: Box<dyn Fill>) -> io::Result<StreamBuffer> {
         let storage = self.storage.clone();
-        Ok(StreamBuffer::from_parts(self.config()?, source, storage))
+        let filler = Filler::Stream(Mutex::new(Writer::new(source)));
+        Ok(StreamBuffer::from_parts(self.config()?, filler, storage))
     }
 
     /// Checks the settings.

@@ -54,6 +54,8 @@ pub(crate) struct Resident {
 pub(crate) enum Slot {
     /// Nothing of the segment is filled.
     Absent,
+    /// A range-source fetch has claimed the segment; its bytes are not there yet.
+    Fetching,
     /// The segment is being filled: this is its published prefix. The writer owns the rest of
     /// the same allocation and appends to this prefix in O(1) (`BytesMut::unsplit`).
     Filling(BytesMut),
@@ -153,12 +155,50 @@ impl Index {
                 self.in_memory += 1;
             }
         }
+        self.mark_filled(range);
+    }
+
+    /// Adds `range` to the filled set.
+    fn mark_filled(&mut self, range: Range<u64>) {
         self.filled_bytes += range.end - range.start;
         let start = range.start;
         self.filled.insert(range);
         if start <= self.prefix_end {
             self.prefix_end = self.filled.get(&0).map_or(0, |r| r.end);
         }
+    }
+
+    /// Claims an absent segment for a range-source fetch.
+    pub(crate) fn claim(&mut self, segment: u64) {
+        *self.slot_mut(segment) = Slot::Fetching;
+    }
+
+    /// Gives a claimed segment back, unfilled.
+    pub(crate) fn abandon(&mut self, segment: u64) {
+        let slot = self.slot_mut(segment);
+        if matches!(slot, Slot::Fetching) {
+            *slot = Slot::Absent;
+        }
+    }
+
+    /// Publishes a whole fetched segment (`range` are its bytes) straight into memory.
+    pub(crate) fn insert_full(&mut self, segment: u64, range: Range<u64>, data: Bytes) {
+        if range.is_empty() {
+            return self.abandon(segment);
+        }
+        *self.slot_mut(segment) = Slot::Memory(Resident {
+            data,
+            referenced: AtomicBool::new(false),
+        });
+        self.in_memory += 1;
+        self.mark_filled(range);
+    }
+
+    /// Unfilled gaps between filled runs (a stream filled from 0 onwards has none).
+    pub(crate) fn holes(&self) -> u64 {
+        let runs = self.filled.iter().count() as u64;
+        let from_zero = self.filled.first().is_some_and(|r| r.start == 0);
+        runs - u64::from(from_zero)
     }
 
     /// Marks a filling segment complete: its bytes become an immutable [`Resident`].
@@ -228,7 +268,7 @@ impl Index {
                     }
                     n
                 }
-                Some(Slot::Absent) | None => 0,
+                Some(Slot::Absent | Slot::Fetching) | None => 0,
             };
             if n == 0 {
                 return Err(unfilled(offset));

@@ -69,6 +69,7 @@
 mod buffer;
 mod config;
 mod error;
+mod fetch;
 mod index;
 mod reader;
 mod segment;
@@ -84,6 +85,7 @@ pub use config::Builder;
 pub use error::Error;
 pub use index::Location;
 pub use reader::Reader;
+pub use source::{RangeSource, SeekSource};
 pub use spill::SpillStorage;
 pub use stats::Stats;
 

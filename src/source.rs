@@ -70,6 +70,107 @@ where
     }
 }
 
+/// A source that can read at any offset, from several threads at once: a file, an HTTP server
+/// honouring `Range`, an object store's ranged GET.
+///
+/// A buffer built over one with [`Builder::build_ranged`](crate::Builder::build_ranged) fetches
+/// only the segments a read needs, leaving holes elsewhere, and never fetches a byte twice (until
+/// it has been evicted). Fetches of different gaps run concurrently, up to
+/// [`Builder::max_fetches`](crate::Builder::max_fetches).
+///
+/// The shape follows [`std::os::unix::fs::FileExt::read_at`]: `&self`, so fetches need no lock
+/// around the source, and a short count only at the end of the data.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Write;
+/// use sparsebuf::StreamBuffer;
+///
+/// let mut file = tempfile::tempfile()?;
+/// file.write_all(&vec![7u8; 1 << 20])?;
+/// let buf = StreamBuffer::builder().segment_size(4096).build_ranged(file)?;
+/// assert_eq!(buf.len(), Some(1 << 20));
+/// assert_eq!(buf.read_range(900_000..900_004)?, [7, 7, 7, 7]);
+/// assert_eq!(buf.stats().source_bytes, 4096); // one segment, not the 900 KB before it
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub trait RangeSource: Send + Sync + 'static {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many. `Ok(0)` for a non-empty
+    /// `buf` means `offset` is at or past the end. `Interrupted` is retried by the caller.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O error. A failed fetch is reported to the read that needed it and leaves a hole;
+    /// a later read of the same bytes asks the source again.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// The total length, if the source knows it. `None` means "found out when `read_at`
+    /// returns 0".
+    fn len(&self) -> Option<u64>;
+
+    /// Whether the source is known to be empty.
+    fn is_empty(&self) -> Option<bool> {
+        self.len().map(|len| len == 0)
+    }
+}
+
+impl RangeSource for std::fs::File {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+
+    fn len(&self) -> Option<u64> {
+        self.metadata().ok().map(|m| m.len())
+    }
+}
+
+/// Any [`Read`] + [`Seek`](std::io::Seek) as a [`RangeSource`]: one cursor behind a mutex, so
+/// fetches through it take turns (seek, then read).
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Cursor;
+/// use sparsebuf::{SeekSource, StreamBuffer};
+///
+/// let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+/// let buf = StreamBuffer::builder().build_ranged(SeekSource::new(Cursor::new(data.clone())))?;
+/// assert_eq!(buf.read_range(70_000..70_010)?, data[70_000..70_010]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct SeekSource<R>(crate::sync::Mutex<R>);
+
+impl<R> std::fmt::Debug for SeekSource<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeekSource").finish_non_exhaustive()
+    }
+}
+
+impl<R> SeekSource<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        SeekSource(crate::sync::Mutex::new(inner))
+    }
+
+    /// Gives the wrapped reader back.
+    pub fn into_inner(self) -> R {
+        self.0.into_inner()
+    }
+}
+
+impl<R: Read + std::io::Seek + Send + 'static> RangeSource for SeekSource<R> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mut inner = self.0.lock();
+        inner.seek(io::SeekFrom::Start(offset))?;
+        inner.read(buf)
+    }
+
+    fn len(&self) -> Option<u64> {
+        self.0.lock().seek(io::SeekFrom::End(0)).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,8 +34,12 @@ pub struct Stats {
     pub segments_in_memory: u64,
     /// Segments whose bytes live in the spill file.
     pub segments_spilled: u64,
-    /// Bytes read from the source so far.
+    /// Bytes read from the source so far (fetched, for a range source).
     pub source_bytes: u64,
+    /// Unfilled gaps between filled ranges (only a range source leaves holes).
+    pub holes: u64,
+    /// Range-source fetches under way.
+    pub fetches_in_flight: u64,
     /// Spills that failed (for example on a full disk). The segment stayed in RAM, so the memory
     /// budget was exceeded, but no data was lost.
     pub spill_errors: u64,

@@ -39,6 +39,9 @@ mod loom_shim {
         pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
             self.0.try_lock().ok().map(|g| MutexGuard(Some(g)))
         }
+        pub(crate) fn into_inner(self) -> T {
+            self.0.into_inner().expect("loom mutex poisoned")
+        }
     }
 
     /// Holds the guard in an `Option` so `Condvar::wait` can hand it to loom and back.

@@ -200,7 +200,7 @@ fn read_source(source: &mut dyn Fill, dst: &mut [u8], offset: u64) -> Result<usi
     }
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
