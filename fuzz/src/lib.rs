@@ -2,7 +2,7 @@
 //! the model that every result is compared with.
 
 use std::io::{self, BufRead, Read, Seek, SeekFrom};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 
 use arbitrary::Arbitrary;
@@ -476,4 +476,43 @@ fn check_error(m: &Model, e: &io::Error) {
         io::ErrorKind::InvalidData,
     ];
     assert!(allowed.contains(&e.kind()), "unexpected error kind: {e:?}");
+}
+
+/// A range source over the synthetic stream that may hide its length and fails (or panics,
+/// once) on its next calls when told to.
+pub struct FuzzRange {
+    pub seed: u64,
+    pub len: u64,
+    pub hide_len: bool,
+    /// Calls left to fail.
+    pub fail_next: AtomicUsize,
+    /// Calls that failed so far.
+    pub failed: AtomicUsize,
+    pub panic_next: std::sync::atomic::AtomicBool,
+}
+
+impl sparsebuf::RangeSource for FuzzRange {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if self.panic_next.swap(false, Ordering::SeqCst) {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            std::panic::panic_any(SCRIPTED_PANIC);
+        }
+        if self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(io::Error::new(io::ErrorKind::ConnectionReset, "scripted"));
+        }
+        let n = self.len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            *b = byte_at(self.seed, offset + i as u64);
+        }
+        Ok(n)
+    }
+
+    fn len(&self) -> Option<u64> {
+        (!self.hide_len).then_some(self.len)
+    }
 }

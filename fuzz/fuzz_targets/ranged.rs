@@ -1,0 +1,136 @@
+//! A range source with holes: random configurations (segment size, budget, concurrent fetches,
+//! hidden length), random far reads and cursors, source failures and panics on command. Every
+//! byte is compared with the generator; no byte may be fetched twice; an error only when the
+//! source failed during that call.
+#![no_main]
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use sparsebuf::{RangeSource, StreamBuffer};
+use sparsebuf_fuzz::{allow_scripted_panics, byte_at, FuzzRange};
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    ReadAt { offset: u32, len: u16 },
+    ReadRange { start: u32, len: u32 },
+    WaitFor { start: u32, len: u32 },
+    Cursor { offset: u32, len: u16 },
+    FillToEnd,
+    Fail(u8),
+    Panic,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    len: u32,
+    seed: u64,
+    segment_shift: u8,
+    budget_segments: u8,
+    max_fetches: u8,
+    hide_len: bool,
+    ops: Vec<Op>,
+}
+
+struct Shared(Arc<FuzzRange>);
+
+impl RangeSource for Shared {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read_at(offset, buf)
+    }
+    fn len(&self) -> Option<u64> {
+        self.0.len()
+    }
+}
+
+fn check(seed: u64, offset: u64, got: &[u8]) {
+    for (i, &b) in got.iter().enumerate() {
+        assert_eq!(
+            b,
+            byte_at(seed, offset + i as u64),
+            "at {}",
+            offset + i as u64
+        );
+    }
+}
+
+fuzz_target!(|input: Input| {
+    allow_scripted_panics();
+    let len = (input.len % 2_000_000) as u64;
+    let segment = 1usize << (8 + input.segment_shift % 8);
+    let source = Arc::new(FuzzRange {
+        seed: input.seed,
+        len,
+        hide_len: input.hide_len,
+        fail_next: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        panic_next: AtomicBool::new(false),
+    });
+    let buf = StreamBuffer::builder()
+        .segment_size(segment)
+        .memory_budget((input.budget_segments % 8) as usize * segment)
+        .max_fetches(1 + (input.max_fetches % 4) as usize)
+        .build_ranged(Shared(source.clone()))
+        .unwrap();
+    let want = |offset: u64, n: u64| len.saturating_sub(offset).min(n);
+    for op in input.ops.into_iter().take(48) {
+        let failed_before = source.failed.load(Ordering::SeqCst);
+        let result: io::Result<()> = match op {
+            Op::ReadAt { offset, len: n } => {
+                let mut dst = vec![0u8; n as usize];
+                buf.read_at(offset as u64, &mut dst).map(|got| {
+                    assert_eq!(got as u64, want(offset as u64, n as u64));
+                    check(input.seed, offset as u64, &dst[..got]);
+                })
+            }
+            Op::ReadRange { start, len: n } => {
+                let (a, b) = (start as u64, start as u64 + n as u64);
+                buf.read_range(a..b).map(|v| {
+                    assert_eq!(v.len() as u64, want(a, b - a));
+                    check(input.seed, a, &v);
+                })
+            }
+            Op::WaitFor { start, len: n } => {
+                let (a, b) = (start as u64, start as u64 + n as u64);
+                buf.wait_for(a..b)
+                    .map(|end| assert_eq!(end, b.min(len).max(a)))
+            }
+            Op::Cursor { offset, len: n } => {
+                let mut r = buf.reader();
+                r.seek(SeekFrom::Start(offset as u64)).unwrap();
+                let mut got = Vec::new();
+                (&mut r).take(n as u64).read_to_end(&mut got).map(|_| {
+                    assert_eq!(got.len() as u64, want(offset as u64, n as u64));
+                    check(input.seed, offset as u64, &got);
+                })
+            }
+            Op::FillToEnd => buf.fill_to_end().map(|total| assert_eq!(total, len)),
+            Op::Fail(n) => {
+                source.fail_next.store(n as usize % 4, Ordering::SeqCst);
+                Ok(())
+            }
+            Op::Panic => {
+                source.panic_next.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            assert!(
+                source.failed.load(Ordering::SeqCst) > failed_before,
+                "error without a source failure: {e}"
+            );
+        }
+        let st = buf.stats();
+        assert_eq!(
+            st.source_bytes, st.filled_bytes,
+            "a byte was fetched twice: {st:?}"
+        );
+        assert_eq!(st.fetches_in_flight, 0);
+        if let Some(known) = buf.len() {
+            assert_eq!(known, len);
+        }
+    }
+});
