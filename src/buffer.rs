@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     /// Counters maintained by the writer with relaxed atomics; they may race with `stats`.
     pub(crate) buffers: Arc<BufferCounts>,
     pub(crate) source_bytes: AtomicU64,
+    pub(crate) refetched_bytes: AtomicU64,
+    pub(crate) evictions: AtomicU64,
     pub(crate) spill_errors: AtomicU64,
     /// The last spill failure, for [`StreamBuffer::spill_error`].
     pub(crate) last_spill_error: Mutex<Option<Error>>,
@@ -175,6 +177,11 @@ impl Shared {
         Ok(&**self.storage.get_or_init(|| Arc::new(created)))
     }
 
+    /// `end` clipped to what is known of the stream's length, under a fresh read lock.
+    fn clip(&self, end: u64) -> u64 {
+        self.state.read().clip(end)
+    }
+
     pub(crate) fn spill_failed(&self, error: Error) {
         self.spill_errors.fetch_add(1, Ordering::Relaxed);
         *self.last_spill_error.lock() = Some(error);
@@ -231,6 +238,7 @@ impl StreamBuffer {
             memory_budget: crate::config::DEFAULT_MEMORY_BUDGET,
             spill_dir: std::env::temp_dir(),
             declared_len: None,
+            disk_budget: u64::MAX,
         };
         Self::from_parts(
             config,
@@ -277,6 +285,8 @@ impl StreamBuffer {
                 storage: storage_cell,
                 buffers,
                 source_bytes: AtomicU64::new(0),
+                refetched_bytes: AtomicU64::new(0),
+                evictions: AtomicU64::new(0),
                 spill_errors: AtomicU64::new(0),
                 last_spill_error: Mutex::new(None),
             }),
@@ -413,8 +423,7 @@ impl StreamBuffer {
     /// [`Error::EndedEarly`] and [`Error::RanLong`] against a declared length.
     pub fn fill_to_end(&self) -> io::Result<u64> {
         if let Filler::Ranged(_) = self.shared.filler {
-            // Every hole, fetched in runs from the front; clipped once the end is known.
-            return self.wait_filled(0, u64::MAX, Want::All);
+            return self.fetch_all();
         }
         loop {
             let seen = self.shared.publish.generation();
@@ -427,7 +436,7 @@ impl StreamBuffer {
                     return Ok(state.len.unwrap_or(0));
                 }
             }
-            self.fill_or_wait(0, u64::MAX, seen)?;
+            self.fill_or_wait(u64::MAX, seen);
         }
     }
 
@@ -480,9 +489,11 @@ impl StreamBuffer {
         enum Piece {
             Ram(Bytes),
             Spilled { offset: u64, len: u64 },
+            Hole,
         }
         let shift = self.shared.config.shift;
         let mut offset = 0;
+        let mut holes = 0;
         while offset < total {
             let segment = offset >> shift;
             let piece = {
@@ -494,19 +505,28 @@ impl StreamBuffer {
                     Some(Slot::Disk { .. }) => {
                         let mut len = 0;
                         let mut s = segment;
-                        while let Some(Slot::Disk { len: n }) = index.slot(s) {
+                        while let Some(Slot::Disk { len: n, .. }) = index.slot(s) {
                             len += *n as u64;
                             s += 1;
                         }
                         Piece::Spilled { offset, len }
                     }
-                    Some(Slot::Absent | Slot::Fetching) | None => {
-                        return Err(io::Error::other(format!(
-                            "sparsebuf internal error: segment {segment} missing while saving"
-                        )))
-                    }
+                    Some(Slot::Absent | Slot::Fetching) | None => Piece::Hole,
                 }
             };
+            if let Piece::Hole = piece {
+                // Evicted since `fill_to_end` (a range source under a disk budget): fetch again.
+                holes += 1;
+                if holes > 8 {
+                    return Err(io::Error::other(format!(
+                        "segment {segment} keeps being evicted while saving: the budgets are too small"
+                    )));
+                }
+                let end = ((segment + 1) << shift).min(total);
+                self.wait_filled(offset, end, Want::All)?;
+                continue;
+            }
+            holes = 0;
             offset += match piece {
                 Piece::Ram(data) => {
                     file.write_all(&data)?;
@@ -516,6 +536,7 @@ impl StreamBuffer {
                     self.shared.storage()?.copy_to(offset, len, file)?;
                     len
                 }
+                Piece::Hole => 0,
             };
         }
         Ok(())
@@ -551,6 +572,8 @@ impl StreamBuffer {
             segments_spilled: state.index.spilled,
             source_bytes: shared.source_bytes.load(Ordering::Relaxed),
             holes: state.index.holes(),
+            refetched_bytes: shared.refetched_bytes.load(Ordering::Relaxed),
+            evictions: shared.evictions.load(Ordering::Relaxed),
             fetches_in_flight: state.fetches_in_flight as u64,
             spill_errors: shared.spill_errors.load(Ordering::Relaxed),
             segment_size: size,
@@ -562,6 +585,13 @@ impl StreamBuffer {
     /// offset). Spill failures never lose data: the segment stays in RAM.
     pub fn spill_error(&self) -> Option<io::Error> {
         self.shared.last_spill_error.lock().clone().map(Into::into)
+    }
+
+    /// A range source's `fill_to_end`: one pass over the stream, fetching each hole, until the
+    /// end is known and passed. One pass, not "until everything is filled": under a disk
+    /// budget smaller than the stream, early segments are evicted while later ones arrive.
+    fn fetch_all(&self) -> io::Result<u64> {
+        self.wait_filled(0, u64::MAX, Want::All)
     }
 
     /// Reads for `read_at` (`Want::All`) and for cursors (`Want::Some`).
@@ -597,9 +627,91 @@ impl StreamBuffer {
 
     #[cold]
     fn read_slow(&self, offset: u64, end: u64, buf: &mut [u8], want: Want) -> io::Result<usize> {
-        let end = self.wait_filled(offset, end, want)?;
-        let state = self.shared.state.read();
-        self.copy_locked(&state, offset, end, buf)
+        if let Filler::Ranged(ranged) = &self.shared.filler {
+            let reached = self.walk_ranged(ranged, offset, end, Some(buf), want)?;
+            return Ok((reached - offset) as usize);
+        }
+        loop {
+            let ready = self.wait_filled(offset, end, want)?;
+            // Look again under the lock the copy holds: bytes may have been evicted in between.
+            let state = self.shared.state.read();
+            let filled = state.index.filled_end(offset).unwrap_or(offset).min(ready);
+            if offset >= ready || filled == ready || (want == Want::Some && filled > offset) {
+                return self.copy_locked(&state, offset, filled.max(offset), buf);
+            }
+        }
+    }
+
+    /// A read of (or, without `buf`, a wait for) `[offset, end)` from a range source: one pass
+    /// from `offset`, copying whatever is filled at the position under one lock, then fetching
+    /// the next hole (or waiting for whoever fetches it). Returns the position reached: `end`
+    /// clipped to the stream, or for `Want::Some` the end of the first piece.
+    ///
+    /// A pass, not "until everything is filled at once": segments may be evicted once passed,
+    /// so budgets smaller than the range cannot starve it, and the reader that fetches a segment
+    /// copies from the buffer it fetched.
+    fn walk_ranged(
+        &self,
+        ranged: &Ranged,
+        offset: u64,
+        end: u64,
+        mut buf: Option<&mut [u8]>,
+        want: Want,
+    ) -> io::Result<u64> {
+        let shared = &*self.shared;
+        let mut pos = offset;
+        loop {
+            let seen = shared.publish.generation();
+            let claimed = {
+                let mut state = shared.state.write();
+                let end = state.clip(end);
+                if pos >= end {
+                    return Ok(pos.max(offset).min(end.max(offset)));
+                }
+                if let Some(filled) = state.index.filled_end(pos) {
+                    let upto = filled.min(end);
+                    if let Some(buf) = buf.as_deref_mut() {
+                        let dst = &mut buf[(pos - offset) as usize..(upto - offset) as usize];
+                        shared.copy(&state, pos, dst)?;
+                    }
+                    pos = upto;
+                    if pos == end || want == Want::Some {
+                        return Ok(pos);
+                    }
+                    continue;
+                }
+                claim(
+                    &mut state,
+                    shared.config.shift,
+                    pos,
+                    end,
+                    ranged.max_fetches,
+                )
+            };
+            match claimed {
+                Claim::Fetch(segments) => {
+                    let start = segments.start << shared.config.shift;
+                    // The run may start past `pos` (whose segment someone else is fetching).
+                    let covers_pos = start <= pos;
+                    if let Some(data) = fetch(shared, ranged, segments)?.filter(|_| covers_pos) {
+                        // Straight from the fetched buffer: evicting it cannot undo this read.
+                        let have = (start + data.len() as u64).min(shared.clip(end));
+                        let n = have.saturating_sub(pos) as usize;
+                        // n == 0: the segment ends before `pos` (the end of the stream).
+                        if let Some(buf) = buf.as_deref_mut().filter(|_| n > 0) {
+                            let (from, at) = ((pos - start) as usize, (pos - offset) as usize);
+                            buf[at..at + n].copy_from_slice(&data[from..from + n]);
+                        }
+                        pos += n as u64;
+                        if n > 0 && want == Want::Some {
+                            return Ok(pos);
+                        }
+                    }
+                }
+                Claim::Wait => shared.publish.wait(seen),
+                Claim::Retry => {}
+            }
+        }
     }
 
     fn copy_locked(
@@ -617,6 +729,9 @@ impl StreamBuffer {
     /// Waits until `[offset, end)` is filled (for `Want::Some`, until `offset` is), pulling from
     /// the source as needed. Returns the end of what may be copied: `end` clipped to the stream.
     fn wait_filled(&self, offset: u64, end: u64, want: Want) -> io::Result<u64> {
+        if let Filler::Ranged(ranged) = &self.shared.filler {
+            return self.walk_ranged(ranged, offset, end, None, want);
+        }
         loop {
             // Read the generation before looking: a publish after this point wakes the wait.
             let seen = self.shared.publish.generation();
@@ -647,46 +762,21 @@ impl StreamBuffer {
                     }
                 }
             };
-            self.fill_or_wait(offset, need, seen)?;
+            self.fill_or_wait(need, seen);
         }
     }
 
-    /// Makes the source produce `[offset, need)`, or waits for whoever is already doing it.
-    ///
-    /// A stream: becomes the writer and pulls up to `need`, or, if another thread is the writer,
-    /// waits for its next publish (or its release of the role) after generation `seen`.
-    /// A range source: claims and fetches the first missing run of segments, or waits if they
-    /// are all being fetched (or too many fetches run).
-    fn fill_or_wait(&self, offset: u64, need: u64, seen: u64) -> io::Result<()> {
+    /// Makes a stream produce bytes up to `need`: becomes the writer and pulls, or, if another
+    /// thread is the writer, waits for its next publish (or its release of the role) after
+    /// generation `seen`. (Range sources are read by `walk_ranged`.)
+    fn fill_or_wait(&self, need: u64, seen: u64) {
         let shared = &*self.shared;
-        match &shared.filler {
-            Filler::Stream(writer) => match writer.try_lock() {
+        if let Filler::Stream(writer) = &shared.filler {
+            match writer.try_lock() {
                 Some(writer) => Role::new(writer, &shared.publish).pull_until(shared, need),
                 None => shared.publish.wait(seen),
-            },
-            Filler::Ranged(ranged) => {
-                let claimed = {
-                    let mut state = shared.state.write();
-                    let need = state.clip(need);
-                    if offset >= need {
-                        return Ok(());
-                    }
-                    claim(
-                        &mut state,
-                        shared.config.shift,
-                        offset,
-                        need,
-                        ranged.max_fetches,
-                    )
-                };
-                match claimed {
-                    Claim::Fetch(segments) => fetch(shared, ranged, segments)?,
-                    Claim::Wait => shared.publish.wait(seen),
-                    Claim::Retry => {}
-                }
             }
         }
-        Ok(())
     }
 }
 

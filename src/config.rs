@@ -31,6 +31,7 @@ pub(crate) struct Config {
     pub(crate) memory_budget: usize,
     pub(crate) spill_dir: PathBuf,
     pub(crate) declared_len: Option<u64>,
+    pub(crate) disk_budget: u64,
 }
 
 /// Configures and builds a [`StreamBuffer`]; made by [`StreamBuffer::builder`].
@@ -62,6 +63,7 @@ pub struct Builder {
     memory_budget: usize,
     spill_dir: Option<PathBuf>,
     len: Option<u64>,
+    disk_budget: u64,
     max_fetches: usize,
     storage: Option<std::sync::Arc<dyn SpillStorage>>,
 }
@@ -73,6 +75,7 @@ impl Default for Builder {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             spill_dir: None,
             len: None,
+            disk_budget: u64::MAX,
             max_fetches: DEFAULT_MAX_FETCHES,
             storage: None,
         }
@@ -87,6 +90,7 @@ impl fmt::Debug for Builder {
             .field("spill_dir", &self.spill_dir)
             .field("len", &self.len)
             .field("max_fetches", &self.max_fetches)
+            .field("disk_budget", &self.disk_budget)
             .field("custom_storage", &self.storage.is_some())
             .finish()
     }
@@ -130,6 +134,18 @@ impl Builder {
     /// ([`Error::EndedEarly`](crate::Error::EndedEarly), [`Error::RanLong`](crate::Error::RanLong)).
     pub fn len(mut self, total: u64) -> Self {
         self.len = Some(total);
+        self
+    }
+
+    /// Bytes the spill storage may hold (whole segments). Default: no limit.
+    ///
+    /// With a range source, the coldest spilled segments are then evicted (their space released,
+    /// see [`SpillStorage::discard`]) and fetched again if read; with a budget below one segment,
+    /// segments past the memory budget are dropped instead of spilled. A forward-only stream
+    /// cannot fetch bytes again, so once its disk budget is full its segments stay in RAM (over
+    /// the memory budget) rather than being dropped.
+    pub fn disk_budget(mut self, bytes: u64) -> Self {
+        self.disk_budget = bytes;
         self
     }
 
@@ -224,6 +240,7 @@ impl Builder {
             memory_budget: self.memory_budget,
             spill_dir,
             declared_len: self.len,
+            disk_budget: self.disk_budget,
         })
     }
 }

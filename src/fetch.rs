@@ -76,11 +76,17 @@ pub(crate) fn claim(
 
 /// Fetches the claimed `segments`, publishing each; gives back what it could not fetch. The
 /// error, if any, goes to this reader only: the segments become holes again and the next read
-/// that needs them asks the source again.
-pub(crate) fn fetch(shared: &Shared, ranged: &Ranged, segments: Range<u64>) -> io::Result<()> {
+/// that needs them asks the source again. Returns the first segment's bytes, so the reader that
+/// fetched them can copy them even if they are evicted right after publishing.
+pub(crate) fn fetch(
+    shared: &Shared,
+    ranged: &Ranged,
+    segments: Range<u64>,
+) -> io::Result<Option<bytes::Bytes>> {
     let shift = shared.config.shift;
     let mut result = Ok(());
     let mut ended = false;
+    let mut first = None;
     for segment in segments.clone() {
         let start = segment << shift;
         let known_len = shared.state.read().len;
@@ -108,9 +114,17 @@ pub(crate) fn fetch(shared: &Shared, ranged: &Ranged, segments: Range<u64>) -> i
                 ended = n < want;
                 buf.truncate(n);
                 let end = start + n as u64;
+                let data = buf.freeze();
+                if segment == segments.start && n > 0 {
+                    first = Some(data.clone());
+                }
                 {
                     let mut state = shared.state.write();
-                    state.index.insert_full(segment, start..end, buf.freeze());
+                    if state.index.insert_full(segment, start..end, data) {
+                        shared
+                            .refetched_bytes
+                            .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
+                    }
                     if ended {
                         // Bytes up to `end` and nothing after: the end, exactly. Nothing at all
                         // at `start`: the end is at `start` or before.
@@ -118,12 +132,15 @@ pub(crate) fn fetch(shared: &Shared, ranged: &Ranged, segments: Range<u64>) -> i
                     }
                     state.settle_end();
                 }
+                // Within budget after every segment, not only after the run: RAM never holds
+                // more than one unpublished buffer per fetch in flight beyond the budget.
                 let mut tiers = shared.tiers.lock();
                 if n > 0 {
                     tiers.admit(segment);
                 } else {
                     tiers.forget();
                 }
+                tiers.enforce_budget(shared, false);
                 shared
                     .source_bytes
                     .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
@@ -138,8 +155,7 @@ pub(crate) fn fetch(shared: &Shared, ranged: &Ranged, segments: Range<u64>) -> i
     }
     shared.state.write().fetches_in_flight -= 1;
     shared.publish.notify();
-    shared.tiers.lock().enforce_budget(shared, false);
-    result
+    result.map(|()| first)
 }
 
 /// Reads `buf.len()` bytes at `offset` unless the source ends first; returns the count.

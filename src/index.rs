@@ -65,7 +65,15 @@ pub(crate) enum Slot {
     Disk {
         /// Bytes in the segment (the last one may be short).
         len: usize,
+        /// The CLOCK reference bit, as for [`Resident`].
+        referenced: AtomicBool,
     },
+}
+
+/// Where an evicted segment's bytes were.
+pub(crate) enum Evicted {
+    Ram(Bytes),
+    Disk { len: usize },
 }
 
 /// Filled ranges plus the per-segment table. Guarded by the buffer's index `RwLock`.
@@ -84,6 +92,8 @@ pub(crate) struct Index {
     pub(crate) in_memory: u64,
     pub(crate) spilled: u64,
     pub(crate) spilled_bytes: u64,
+    /// Segments evicted and not fetched again since: fetching one is a re-fetch.
+    evicted: std::collections::BTreeSet<u64>,
 }
 
 impl Index {
@@ -97,6 +107,7 @@ impl Index {
             in_memory: 0,
             spilled: 0,
             spilled_bytes: 0,
+            evicted: Default::default(),
         }
     }
 
@@ -181,17 +192,22 @@ impl Index {
         }
     }
 
-    /// Publishes a whole fetched segment (`range` are its bytes) straight into memory.
-    pub(crate) fn insert_full(&mut self, segment: u64, range: Range<u64>, data: Bytes) {
+    /// Publishes a whole fetched segment (`range` are its bytes) straight into memory; returns
+    /// whether it had been evicted before (a re-fetch).
+    pub(crate) fn insert_full(&mut self, segment: u64, range: Range<u64>, data: Bytes) -> bool {
         if range.is_empty() {
-            return self.abandon(segment);
+            self.abandon(segment);
+            return false;
         }
+        // Referenced from the start: the reader that fetched it is about to copy from it, and
+        // CLOCK must not evict it before (a fresh fetch gets one pass of the hand).
         *self.slot_mut(segment) = Slot::Memory(Resident {
             data,
-            referenced: AtomicBool::new(false),
+            referenced: AtomicBool::new(true),
         });
         self.in_memory += 1;
         self.mark_filled(range);
+        self.evicted.remove(&segment)
     }
 
     /// Unfilled gaps between filled runs (a stream filled from 0 onwards has none).
@@ -222,19 +238,54 @@ impl Index {
             return None;
         };
         let len = resident.data.len();
-        *slot = Slot::Disk { len };
+        *slot = Slot::Disk {
+            len,
+            referenced: AtomicBool::new(false),
+        };
         self.in_memory -= 1;
         self.spilled += 1;
         self.spilled_bytes += len as u64;
         Some(resident.data)
     }
 
-    /// The reference bit of a resident segment, cleared; `None` if it is not resident.
+    /// The reference bit of a full segment (in RAM or on disk), cleared; `None` for others.
     pub(crate) fn take_referenced(&self, segment: u64) -> Option<bool> {
         match self.slot(segment)? {
-            Slot::Memory(r) => Some(r.referenced.swap(false, Ordering::Relaxed)),
+            Slot::Memory(Resident { referenced, .. }) | Slot::Disk { referenced, .. } => {
+                Some(referenced.swap(false, Ordering::Relaxed))
+            }
             _ => None,
         }
+    }
+
+    /// Turns a full segment back into a hole (a range source fetches it again when read).
+    pub(crate) fn evict(&mut self, segment: u64) -> Option<Evicted> {
+        let start = segment << self.shift;
+        let slot = self.slot_mut(segment);
+        let (len, evicted) = match std::mem::replace(slot, Slot::Absent) {
+            Slot::Memory(resident) => {
+                self.in_memory -= 1;
+                (resident.data.len(), Evicted::Ram(resident.data))
+            }
+            Slot::Disk { len, .. } => {
+                self.spilled -= 1;
+                self.spilled_bytes -= len as u64;
+                (len, Evicted::Disk { len })
+            }
+            other => {
+                *slot = other;
+                return None;
+            }
+        };
+        if len > 0 {
+            self.filled.remove(start..start + len as u64);
+            self.filled_bytes -= len as u64;
+            if start < self.prefix_end {
+                self.prefix_end = self.filled.get(&0).map_or(0, |r| r.end);
+            }
+        }
+        self.evicted.insert(segment);
+        Some(evicted)
     }
 
     /// Copies `dst.len()` filled bytes starting at `offset` into `dst`.
@@ -260,7 +311,10 @@ impl Index {
                     copy_prefix(&r.data, at, dst)
                 }
                 Some(Slot::Filling(prefix)) => copy_prefix(prefix, at, dst),
-                Some(Slot::Disk { len }) => {
+                Some(Slot::Disk { len, referenced }) => {
+                    if !referenced.load(Ordering::Relaxed) {
+                        referenced.store(true, Ordering::Relaxed);
+                    }
                     let n = dst.len().min(len.saturating_sub(at));
                     match storage {
                         Some(s) if n > 0 => s.read_at(offset, &mut dst[..n])?,

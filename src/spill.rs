@@ -120,6 +120,19 @@ pub trait SpillStorage: Send + Sync + 'static {
         self.len() == 0
     }
 
+    /// Releases the space of `[offset, offset + len)`, whose bytes the buffer no longer needs
+    /// (an evicted segment); they may read back as anything until written again. The default
+    /// does nothing; the file storage punches a hole, so the disk budget counts allocated bytes.
+    ///
+    /// # Errors
+    ///
+    /// Whatever releasing fails with. The buffer counts it and carries on: the bytes are
+    /// already out of its index.
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
+
     /// Appends `len` bytes stored at `offset` to `dst` at its current position.
     ///
     /// The default reads through [`read_at`](SpillStorage::read_at) in 64 KiB pieces; the file
@@ -149,6 +162,9 @@ impl<S: SpillStorage + ?Sized> SpillStorage for std::sync::Arc<S> {
     }
     fn copy_to(&self, offset: u64, len: u64, dst: &mut File) -> io::Result<()> {
         (**self).copy_to(offset, len, dst)
+    }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        (**self).discard(offset, len)
     }
 }
 
@@ -303,6 +319,20 @@ impl SpillStorage for FileStorage {
 
     fn len(&self) -> u64 {
         self.reserved.load(Ordering::Acquire)
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        use rustix::fs::{fallocate, FallocateFlags};
+        match fallocate(
+            &self.file,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            // A filesystem that cannot punch holes keeps the space; nothing is wrong with data.
+            Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
+            other => other.map_err(io::Error::from),
+        }
     }
 
     fn copy_to(&self, offset: u64, len: u64, dst: &mut File) -> io::Result<()> {

@@ -40,6 +40,10 @@ pub struct Stats {
     pub holes: u64,
     /// Range-source fetches under way.
     pub fetches_in_flight: u64,
+    /// Bytes fetched again after their segment was evicted (range sources under a disk budget).
+    pub refetched_bytes: u64,
+    /// Segments evicted: dropped from RAM or the spill file, to be fetched again if read.
+    pub evictions: u64,
     /// Spills that failed (for example on a full disk). The segment stayed in RAM, so the memory
     /// budget was exceeded, but no data was lost.
     pub spill_errors: u64,

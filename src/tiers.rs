@@ -6,19 +6,22 @@ use std::io;
 
 use bytes::BytesMut;
 
-use crate::buffer::Shared;
+use crate::buffer::{Filler, Shared};
 use crate::error::Error;
-use crate::index::Slot;
+use crate::index::{Evicted, Slot};
 use crate::segment::Pool;
-use crate::sync::Arc;
+use crate::sync::{Arc, Ordering};
 
 /// Owned by the buffer's tiers mutex; taken by whoever completes a segment.
 ///
-/// Invariant: `clock` lists exactly the segments whose slot is `Memory`, in the order they were
-/// admitted (rotated by the CLOCK hand). Lock order: the writer role, then this, then the index.
+/// Invariant: `clock` lists exactly the segments whose slot is `Memory`, and `disk_clock` those
+/// whose slot is `Disk`, each in the order they arrived (rotated by the CLOCK hand). Lock order:
+/// the writer role, then this, then the index.
 pub(crate) struct Tiers {
     pool: Pool,
     clock: VecDeque<u64>,
+    /// The segments in the spill storage, in the same way.
+    disk_clock: VecDeque<u64>,
 }
 
 impl Tiers {
@@ -26,6 +29,7 @@ impl Tiers {
         Tiers {
             pool,
             clock: VecDeque::new(),
+            disk_clock: VecDeque::new(),
         }
     }
 
@@ -44,38 +48,82 @@ impl Tiers {
         self.clock.push_back(segment);
     }
 
-    /// Spills the coldest full segments until RAM fits the budget, or a spill fails.
+    /// Brings RAM within the budget: spills the coldest full segments, making room on disk
+    /// (or, with no room, dropping them) if the source can be read again. Stops at a failed
+    /// spill, or when a stream's disk budget is full: its bytes are then kept in RAM, over the
+    /// budget, because they cannot be fetched again.
     pub(crate) fn enforce_budget(&mut self, shared: &Shared, filling: bool) {
         let cfg = &shared.config;
+        let refetchable = matches!(shared.filler, Filler::Ranged(_));
         // The segment being filled (a stream writer's, while its source lasts) needs a buffer too.
         let filling = usize::from(filling);
         while (self.clock.len() + filling).saturating_mul(cfg.segment_size) > cfg.memory_budget {
-            let Some(victim) = self.pick_victim(shared) else {
+            let Some(victim) = pick(&mut self.clock, shared) else {
                 return;
             };
-            if let Err(error) = self.spill(shared, victim) {
+            if !self.make_disk_room(shared, refetchable) {
+                if refetchable {
+                    self.evict(shared, victim);
+                    continue;
+                }
                 self.clock.push_front(victim);
-                shared.spill_failed(Error::Spill {
-                    offset: victim << cfg.shift,
-                    error: Arc::new(error),
-                });
                 return;
+            }
+            match self.spill(shared, victim) {
+                Ok(()) => self.disk_clock.push_back(victim),
+                Err(error) => {
+                    shared.spill_failed(Error::Spill {
+                        offset: victim << cfg.shift,
+                        error: Arc::new(error),
+                    });
+                    if refetchable {
+                        // No room on disk after all: a range source can drop it and fetch again.
+                        self.evict(shared, victim);
+                        continue;
+                    }
+                    // A stream's bytes exist nowhere else: keep them in RAM, over the budget.
+                    self.clock.push_front(victim);
+                    return;
+                }
             }
         }
     }
 
-    /// CLOCK: the oldest resident segment not read since the hand last passed it.
-    fn pick_victim(&mut self, shared: &Shared) -> Option<u64> {
-        let state = shared.state.read();
-        for _ in 0..=2 * self.clock.len() {
-            let segment = self.clock.pop_front()?;
-            match state.index.take_referenced(segment) {
-                Some(true) => self.clock.push_back(segment),
-                Some(false) => return Some(segment),
-                None => {}
+    /// Whether one more segment fits the disk budget; for a source that can be read again,
+    /// evicts the coldest spilled segments to make it fit.
+    fn make_disk_room(&mut self, shared: &Shared, refetchable: bool) -> bool {
+        let capacity = shared.config.disk_budget / shared.config.segment_size as u64;
+        while self.disk_clock.len() as u64 >= capacity {
+            if !refetchable {
+                return false;
             }
+            let Some(victim) = pick(&mut self.disk_clock, shared) else {
+                return false;
+            };
+            self.evict(shared, victim);
         }
-        self.clock.pop_front()
+        true
+    }
+
+    /// Drops a full segment from the index (under the write lock, so no reader is copying it),
+    /// then releases its RAM buffer or its space in the spill file.
+    fn evict(&mut self, shared: &Shared, segment: u64) {
+        let evicted = shared.state.write().index.evict(segment);
+        match evicted {
+            Some(Evicted::Ram(data)) => self.pool.give(data),
+            Some(Evicted::Disk { len }) => {
+                let offset = segment << shared.config.shift;
+                let released = shared.storage().and_then(|s| s.discard(offset, len as u64));
+                if let Err(error) = released {
+                    shared.spill_failed(Error::Spill {
+                        offset,
+                        error: Arc::new(error),
+                    });
+                }
+            }
+            None => return,
+        }
+        shared.evictions.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Writes a full segment to the spill storage outside the index lock, then points its slot
@@ -98,4 +146,18 @@ impl Tiers {
         }
         Ok(())
     }
+}
+
+/// CLOCK over one tier's list: the oldest segment not read since the hand last passed it.
+fn pick(clock: &mut VecDeque<u64>, shared: &Shared) -> Option<u64> {
+    let state = shared.state.read();
+    for _ in 0..=2 * clock.len() {
+        let segment = clock.pop_front()?;
+        match state.index.take_referenced(segment) {
+            Some(true) => clock.push_back(segment),
+            Some(false) => return Some(segment),
+            None => {}
+        }
+    }
+    clock.pop_front()
 }

@@ -114,3 +114,37 @@ fn spilling_past_a_full_tmpfs_is_an_error_not_sigbus() {
     buf.save(elsewhere.path().join("copy.bin")).unwrap();
     assert!(std::fs::read(elsewhere.path().join("copy.bin")).unwrap() == model);
 }
+
+/// Eviction punches holes: under a 512 KiB disk budget, a range source can spill into a 1 MiB
+/// tmpfs for ever. If evicted segments kept their space, the tmpfs would fill after 1 MiB of
+/// spills and every further spill would fail with ENOSPC.
+#[test]
+fn evicting_from_a_small_tmpfs_releases_its_space() {
+    use std::io::Write;
+    let Some(fs) = Tmpfs::mount("1m") else { return };
+    let model = data(8 << 20, 82);
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(&model).unwrap();
+    let buf = StreamBuffer::builder()
+        .segment_size(64 * 1024)
+        .memory_budget(128 * 1024)
+        .disk_budget(512 * 1024)
+        .spill_dir(fs.path())
+        .build_ranged(file)
+        .unwrap();
+    let mut rng = Rng(6);
+    for _ in 0..600 {
+        let offset = rng.below(model.len() as u64);
+        let len = rng.below(100_000) as usize;
+        let mut dst = vec![0u8; len];
+        let n = buf.read_at(offset, &mut dst).unwrap();
+        assert!(
+            &dst[..n] == expected(&model, offset, len),
+            "wrong bytes at {offset}+{len}"
+        );
+    }
+    let st = buf.stats();
+    assert!(st.evictions > 20, "{st:?}");
+    assert!(st.spilled_bytes <= 512 * 1024, "{st:?}");
+    assert_eq!(st.spill_errors, 0, "{:?}", buf.spill_error());
+}

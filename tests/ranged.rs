@@ -323,8 +323,9 @@ proptest! {
     /// Random reads with holes, tiny segments and budgets: exact bytes, no byte fetched twice.
     #[test]
     fn ranged_reads_match_the_model(
-        (len, seed, shift, budget, fetches, hide, ops) in (0u64..400_000).prop_flat_map(|len| (
+        (len, seed, shift, budget, fetches, hide, disk, ops) in (0u64..400_000).prop_flat_map(|len| (
             Just(len), any::<u64>(), 8u32..=14, 0usize..4, 1usize..4, any::<bool>(),
+            prop::option::of(0u64..6),
             prop::collection::vec(op(len), 1..20),
         ))
     ) {
@@ -332,12 +333,14 @@ proptest! {
         let mut probe = Probe::new(model.clone());
         probe.hide_len = hide;
         let segment = 1usize << shift;
-        let buf = StreamBuffer::builder()
+        let mut builder = StreamBuffer::builder()
             .segment_size(segment)
             .memory_budget(budget * segment)
-            .max_fetches(fetches)
-            .build_ranged(probe)
-            .unwrap();
+            .max_fetches(fetches);
+        if let Some(disk) = disk {
+            builder = builder.disk_budget(disk * segment as u64);
+        }
+        let buf = builder.build_ranged(probe).unwrap();
         for op in ops {
             match op {
                 Op::ReadAt(o, n) => {
@@ -352,7 +355,8 @@ proptest! {
                 Op::WaitFor(a, b) => {
                     let end = buf.wait_for(a..b).unwrap();
                     prop_assert_eq!(end, b.min(len).max(a));
-                    if a < end {
+                    // Without eviction, everything waited for stays.
+                    if a < end && disk.is_none() {
                         prop_assert_eq!(buf.location(a, end - a), Location::BeforeIndex);
                     }
                 }
@@ -365,8 +369,16 @@ proptest! {
                 }
             }
             let st = buf.stats();
-            prop_assert_eq!(st.source_bytes, st.filled_bytes, "fetched twice: {:?}", st);
-            prop_assert!(st.memory_bytes <= (budget * segment).max(segment) as u64 + 2 * segment as u64 * 16);
+            if disk.is_none() {
+                prop_assert_eq!(st.source_bytes, st.filled_bytes, "fetched twice: {:?}", st);
+            } else {
+                prop_assert!(st.spilled_bytes <= disk.unwrap_or(0) * segment as u64, "{:?}", st);
+                prop_assert!(st.source_bytes <= st.filled_bytes + st.refetched_bytes + st.evictions * segment as u64);
+            }
+            prop_assert_eq!(st.fetches_in_flight, 0);
+            // The budget (at least one segment), plus a spare buffer and, while they run, one
+            // buffer per fetch (single-threaded here: at most one).
+            prop_assert!(st.memory_bytes <= (budget * segment).max(segment) as u64 + 2 * segment as u64, "{:?}", st);
         }
         prop_assert_eq!(buf.read_range(0..u64::MAX).unwrap(), model);
     }

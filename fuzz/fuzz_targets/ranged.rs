@@ -1,7 +1,8 @@
-//! A range source with holes: random configurations (segment size, budget, concurrent fetches,
+//! A range source with holes: random configurations (segment size, budgets, concurrent fetches,
 //! hidden length), random far reads and cursors, source failures and panics on command. Every
-//! byte is compared with the generator; no byte may be fetched twice; an error only when the
-//! source failed during that call.
+//! byte is compared with the generator; without a disk budget no byte may be fetched twice, with
+//! one evictions keep the spill file within it; an error only when the source failed during that
+//! call.
 #![no_main]
 
 use std::io::{self, Read, Seek, SeekFrom};
@@ -31,6 +32,8 @@ struct Input {
     segment_shift: u8,
     budget_segments: u8,
     max_fetches: u8,
+    /// Disk budget in segments (evictions), if any.
+    disk_segments: Option<u8>,
     hide_len: bool,
     ops: Vec<Op>,
 }
@@ -69,12 +72,14 @@ fuzz_target!(|input: Input| {
         failed: AtomicUsize::new(0),
         panic_next: AtomicBool::new(false),
     });
-    let buf = StreamBuffer::builder()
+    let mut builder = StreamBuffer::builder()
         .segment_size(segment)
         .memory_budget((input.budget_segments % 8) as usize * segment)
-        .max_fetches(1 + (input.max_fetches % 4) as usize)
-        .build_ranged(Shared(source.clone()))
-        .unwrap();
+        .max_fetches(1 + (input.max_fetches % 4) as usize);
+    if let Some(disk) = input.disk_segments {
+        builder = builder.disk_budget((disk % 8) as u64 * segment as u64);
+    }
+    let buf = builder.build_ranged(Shared(source.clone())).unwrap();
     let want = |offset: u64, n: u64| len.saturating_sub(offset).min(n);
     for op in input.ops.into_iter().take(48) {
         let failed_before = source.failed.load(Ordering::SeqCst);
@@ -124,9 +129,16 @@ fuzz_target!(|input: Input| {
             );
         }
         let st = buf.stats();
-        assert_eq!(
-            st.source_bytes, st.filled_bytes,
-            "a byte was fetched twice: {st:?}"
+        match input.disk_segments {
+            None => assert_eq!(
+                st.source_bytes, st.filled_bytes,
+                "a byte was fetched twice: {st:?}"
+            ),
+            Some(disk) => assert!(st.spilled_bytes <= (disk % 8) as u64 * segment as u64),
+        }
+        assert!(
+            st.memory_bytes <= st.memory_budget.max(segment as u64) + 2 * segment as u64,
+            "{st:?}"
         );
         assert_eq!(st.fetches_in_flight, 0);
         if let Some(known) = buf.len() {
