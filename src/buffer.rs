@@ -9,6 +9,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use crate::ahead::Ahead;
 use crate::config::{Builder, Config};
 use crate::error::{context, invalid_input, range_end, Error};
 use crate::fetch::{claim, fetch, Claim, Ranged};
@@ -96,6 +97,16 @@ pub(crate) struct Shared {
     pub(crate) spill_errors: AtomicU64,
     /// The last spill failure, for [`StreamBuffer::spill_error`].
     pub(crate) last_spill_error: Mutex<Option<Error>>,
+    /// The read-ahead worker's mailbox.
+    pub(crate) ahead: Arc<Ahead>,
+    /// Segments fetched by read-ahead and then read.
+    pub(crate) read_ahead_hits: AtomicU64,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.ahead.close();
+    }
 }
 
 /// Where a buffer's bytes come from.
@@ -191,7 +202,11 @@ impl Shared {
     #[inline]
     fn copy(&self, state: &State, offset: u64, dst: &mut [u8]) -> io::Result<()> {
         let storage = self.storage.get().map(|s| &**s);
-        state.index.copy_out(storage, offset, dst)
+        let hits = state.index.copy_out(storage, offset, dst)?;
+        if hits > 0 {
+            self.read_ahead_hits.fetch_add(hits, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
@@ -239,6 +254,7 @@ impl StreamBuffer {
             spill_dir: std::env::temp_dir(),
             declared_len: None,
             disk_budget: u64::MAX,
+            read_ahead: 0,
         };
         Self::from_parts(
             config,
@@ -289,6 +305,8 @@ impl StreamBuffer {
                 evictions: AtomicU64::new(0),
                 spill_errors: AtomicU64::new(0),
                 last_spill_error: Mutex::new(None),
+                ahead: Arc::new(Ahead::new()),
+                read_ahead_hits: AtomicU64::new(0),
             }),
         }
     }
@@ -573,6 +591,7 @@ impl StreamBuffer {
             source_bytes: shared.source_bytes.load(Ordering::Relaxed),
             holes: state.index.holes(),
             refetched_bytes: shared.refetched_bytes.load(Ordering::Relaxed),
+            read_ahead_hits: shared.read_ahead_hits.load(Ordering::Relaxed),
             evictions: shared.evictions.load(Ordering::Relaxed),
             fetches_in_flight: state.fetches_in_flight as u64,
             spill_errors: shared.spill_errors.load(Ordering::Relaxed),
@@ -598,10 +617,53 @@ impl StreamBuffer {
     #[inline]
     pub(crate) fn read_inner(&self, offset: u64, buf: &mut [u8], want: Want) -> io::Result<usize> {
         let end = range_end(offset, buf.len())?;
-        if let Some(done) = self.read_filled(offset, end, buf, want) {
-            return done;
+        let n = match self.read_filled(offset, end, buf, want) {
+            Some(done) => done?,
+            None => self.read_slow(offset, end, buf, want)?,
+        };
+        let ahead = self.shared.config.read_ahead;
+        if ahead > 0 && n > 0 {
+            let from = offset + n as u64;
+            self.request_ahead(from..from.saturating_add(ahead));
         }
-        self.read_slow(offset, end, buf, want)
+        Ok(n)
+    }
+
+    #[cold]
+    fn request_ahead(&self, range: Range<u64>) {
+        self.shared.ahead.request(&self.shared, range);
+    }
+
+    /// Starts filling `range` in the background and returns at once: pulls a stream up to its
+    /// end, or fetches a range source's holes in it. Use [`wait_for`](StreamBuffer::wait_for)
+    /// to wait. A later `prefetch` (or, with [`Builder::read_ahead`], a later read) replaces
+    /// the range the background worker is filling next.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let buf = sparsebuf::StreamBuffer::new(std::io::Cursor::new(vec![5u8; 100_000]));
+    /// buf.prefetch(0..50_000);
+    /// assert_eq!(buf.wait_for(0..50_000)?, 50_000);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn prefetch(&self, range: Range<u64>) {
+        if range.start < range.end {
+            self.request_ahead(range);
+        }
+    }
+
+    /// The worker's step: fill `range` (errors are left for readers to meet).
+    pub(crate) fn fill_ahead(&self, range: Range<u64>) -> io::Result<u64> {
+        let shared = &*self.shared;
+        match &shared.filler {
+            Filler::Ranged(ranged) => self.walk_ranged_as(ranged, range.start, range.end, true),
+            Filler::Stream(_) => self.wait_filled(range.start, range.end, Want::All),
+        }
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        StreamBuffer { shared }
     }
 
     /// The fast path: one read lock, one lookup, one copy; `None` if the source must be asked.
@@ -655,8 +717,31 @@ impl StreamBuffer {
         ranged: &Ranged,
         offset: u64,
         end: u64,
+        buf: Option<&mut [u8]>,
+        want: Want,
+    ) -> io::Result<u64> {
+        self.walk(ranged, offset, end, buf, want, false)
+    }
+
+    /// The read-ahead worker's walk: fetched segments are marked as prefetched.
+    fn walk_ranged_as(
+        &self,
+        ranged: &Ranged,
+        offset: u64,
+        end: u64,
+        ahead: bool,
+    ) -> io::Result<u64> {
+        self.walk(ranged, offset, end, None, Want::All, ahead)
+    }
+
+    fn walk(
+        &self,
+        ranged: &Ranged,
+        offset: u64,
+        end: u64,
         mut buf: Option<&mut [u8]>,
         want: Want,
+        ahead: bool,
     ) -> io::Result<u64> {
         let shared = &*self.shared;
         let mut pos = offset;
@@ -693,7 +778,9 @@ impl StreamBuffer {
                     let start = segments.start << shared.config.shift;
                     // The run may start past `pos` (whose segment someone else is fetching).
                     let covers_pos = start <= pos;
-                    if let Some(data) = fetch(shared, ranged, segments)?.filter(|_| covers_pos) {
+                    if let Some(data) =
+                        fetch(shared, ranged, segments, ahead)?.filter(|_| covers_pos)
+                    {
                         // Straight from the fetched buffer: evicting it cannot undo this read.
                         let have = (start + data.len() as u64).min(shared.clip(end));
                         let n = have.saturating_sub(pos) as usize;

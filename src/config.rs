@@ -32,6 +32,7 @@ pub(crate) struct Config {
     pub(crate) spill_dir: PathBuf,
     pub(crate) declared_len: Option<u64>,
     pub(crate) disk_budget: u64,
+    pub(crate) read_ahead: u64,
 }
 
 /// Configures and builds a [`StreamBuffer`]; made by [`StreamBuffer::builder`].
@@ -64,6 +65,7 @@ pub struct Builder {
     spill_dir: Option<PathBuf>,
     len: Option<u64>,
     disk_budget: u64,
+    read_ahead: u64,
     max_fetches: usize,
     storage: Option<std::sync::Arc<dyn SpillStorage>>,
 }
@@ -76,6 +78,7 @@ impl Default for Builder {
             spill_dir: None,
             len: None,
             disk_budget: u64::MAX,
+            read_ahead: 0,
             max_fetches: DEFAULT_MAX_FETCHES,
             storage: None,
         }
@@ -91,6 +94,7 @@ impl fmt::Debug for Builder {
             .field("len", &self.len)
             .field("max_fetches", &self.max_fetches)
             .field("disk_budget", &self.disk_budget)
+            .field("read_ahead", &self.read_ahead)
             .field("custom_storage", &self.storage.is_some())
             .finish()
     }
@@ -134,6 +138,19 @@ impl Builder {
     /// ([`Error::EndedEarly`](crate::Error::EndedEarly), [`Error::RanLong`](crate::Error::RanLong)).
     pub fn len(mut self, total: u64) -> Self {
         self.len = Some(total);
+        self
+    }
+
+    /// Bytes to keep filling in the background after each read. Default 0 (off).
+    ///
+    /// After a read ending at `e`, a background worker (one per buffer, started on first use)
+    /// fills `[e, e + bytes)`: it pulls a stream ahead of its readers ("buffering"), or fetches a
+    /// range source's holes there. Sequential readers then find their next bytes ready; a far
+    /// seek restarts read-ahead at the new position, because the latest read's range replaces
+    /// the worker's target. [`Stats::read_ahead_hits`](crate::Stats::read_ahead_hits) counts
+    /// prefetched segments that were read.
+    pub fn read_ahead(mut self, bytes: u64) -> Self {
+        self.read_ahead = bytes;
         self
     }
 
@@ -241,6 +258,7 @@ impl Builder {
             spill_dir,
             declared_len: self.len,
             disk_budget: self.disk_budget,
+            read_ahead: self.read_ahead,
         })
     }
 }

@@ -82,6 +82,7 @@ pub(crate) fn fetch(
     shared: &Shared,
     ranged: &Ranged,
     segments: Range<u64>,
+    ahead: bool,
 ) -> io::Result<Option<bytes::Bytes>> {
     let shift = shared.config.shift;
     let mut result = Ok(());
@@ -120,7 +121,7 @@ pub(crate) fn fetch(
                 }
                 {
                     let mut state = shared.state.write();
-                    if state.index.insert_full(segment, start..end, data) {
+                    if state.index.insert_full(segment, start..end, data, ahead) {
                         shared
                             .refetched_bytes
                             .fetch_add(n as u64, crate::sync::Ordering::Relaxed);

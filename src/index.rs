@@ -45,6 +45,8 @@ pub enum Location {
 /// A segment buffer in RAM, with the reference bit of the CLOCK eviction policy.
 pub(crate) struct Resident {
     pub(crate) data: Bytes,
+    /// Fetched by read-ahead and not read since; the first read counts a read-ahead hit.
+    pub(crate) prefetched: AtomicBool,
     /// Set by readers (relaxed, only if clear, to keep the cache line shared); cleared by the
     /// writer when it passes the segment over for spilling.
     pub(crate) referenced: AtomicBool,
@@ -194,7 +196,13 @@ impl Index {
 
     /// Publishes a whole fetched segment (`range` are its bytes) straight into memory; returns
     /// whether it had been evicted before (a re-fetch).
-    pub(crate) fn insert_full(&mut self, segment: u64, range: Range<u64>, data: Bytes) -> bool {
+    pub(crate) fn insert_full(
+        &mut self,
+        segment: u64,
+        range: Range<u64>,
+        data: Bytes,
+        prefetched: bool,
+    ) -> bool {
         if range.is_empty() {
             self.abandon(segment);
             return false;
@@ -203,6 +211,7 @@ impl Index {
         // CLOCK must not evict it before (a fresh fetch gets one pass of the hand).
         *self.slot_mut(segment) = Slot::Memory(Resident {
             data,
+            prefetched: AtomicBool::new(prefetched),
             referenced: AtomicBool::new(true),
         });
         self.in_memory += 1;
@@ -224,6 +233,7 @@ impl Index {
         if let Slot::Filling(prefix) = std::mem::replace(slot, Slot::Absent) {
             *slot = Slot::Memory(Resident {
                 data: prefix.freeze(),
+                prefetched: AtomicBool::new(false),
                 referenced: AtomicBool::new(false),
             });
             return true;
@@ -298,7 +308,8 @@ impl Index {
         storage: Option<&dyn SpillStorage>,
         mut offset: u64,
         mut dst: &mut [u8],
-    ) -> io::Result<()> {
+    ) -> io::Result<u64> {
+        let mut hits = 0;
         let mask = (1u64 << self.shift) - 1;
         while !dst.is_empty() {
             let segment = offset >> self.shift;
@@ -307,6 +318,11 @@ impl Index {
                 Some(Slot::Memory(r)) => {
                     if !r.referenced.load(Ordering::Relaxed) {
                         r.referenced.store(true, Ordering::Relaxed);
+                    }
+                    if r.prefetched.load(Ordering::Relaxed)
+                        && r.prefetched.swap(false, Ordering::Relaxed)
+                    {
+                        hits += 1;
                     }
                     copy_prefix(&r.data, at, dst)
                 }
@@ -330,7 +346,7 @@ impl Index {
             dst = &mut dst[n..];
             offset += n as u64;
         }
-        Ok(())
+        Ok(hits)
     }
 }
 
@@ -398,7 +414,7 @@ mod tests {
         ix.append(0, 5..5, BytesMut::new());
         assert_eq!((ix.in_memory, ix.filled_bytes), (1, 5));
         let mut got = [0u8; 5];
-        ix.copy_out(None, 0, &mut got).unwrap();
+        assert_eq!(ix.copy_out(None, 0, &mut got).unwrap(), 0);
         assert_eq!(got, [0, 1, 2, 3, 4]);
         // Reading past the published prefix is an error, not a panic.
         assert!(ix.copy_out(None, 3, &mut [0u8; 4]).is_err());

@@ -66,6 +66,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod ahead;
 mod buffer;
 mod config;
 mod error;

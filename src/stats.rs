@@ -44,6 +44,9 @@ pub struct Stats {
     pub refetched_bytes: u64,
     /// Segments evicted: dropped from RAM or the spill file, to be fetched again if read.
     pub evictions: u64,
+    /// Segments fetched by read-ahead ([`Builder::read_ahead`](crate::Builder::read_ahead),
+    /// [`StreamBuffer::prefetch`](crate::StreamBuffer::prefetch)) and then read.
+    pub read_ahead_hits: u64,
     /// Spills that failed (for example on a full disk). The segment stayed in RAM, so the memory
     /// budget was exceeded, but no data was lost.
     pub spill_errors: u64,

@@ -73,6 +73,9 @@ mod loom_shim {
         pub(crate) fn notify_all(&self) {
             self.0.notify_all();
         }
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
     }
 
     pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);
