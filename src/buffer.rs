@@ -134,6 +134,8 @@ pub(crate) struct State {
     /// A range source without a known length: the stream ends at or before this offset (a
     /// fetch there read nothing). Becomes `len` once the bytes just before it are filled.
     pub(crate) end_at_most: Option<u64>,
+    /// A stream with a window: the bytes before this offset were dropped. Only grows.
+    pub(crate) window_start: u64,
 }
 
 impl State {
@@ -255,6 +257,7 @@ impl StreamBuffer {
             declared_len: None,
             disk_budget: u64::MAX,
             read_ahead: 0,
+            window: None,
         };
         Self::from_parts(
             config,
@@ -290,6 +293,7 @@ impl StreamBuffer {
             error: None,
             fetches_in_flight: 0,
             end_at_most: None,
+            window_start: 0,
         };
         StreamBuffer {
             shared: Arc::new(Shared {
@@ -827,6 +831,14 @@ impl StreamBuffer {
                 let end = state.clip(end);
                 if offset >= end {
                     return Ok(offset);
+                }
+                if offset < state.window_start {
+                    let window_start = state.window_start;
+                    return Err(Error::BehindWindow {
+                        offset,
+                        window_start,
+                    }
+                    .into());
                 }
                 match state.index.location(offset, end - offset) {
                     // Every byte is there: nothing to pull.

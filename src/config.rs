@@ -33,6 +33,7 @@ pub(crate) struct Config {
     pub(crate) declared_len: Option<u64>,
     pub(crate) disk_budget: u64,
     pub(crate) read_ahead: u64,
+    pub(crate) window: Option<u64>,
 }
 
 /// Configures and builds a [`StreamBuffer`]; made by [`StreamBuffer::builder`].
@@ -66,6 +67,7 @@ pub struct Builder {
     len: Option<u64>,
     disk_budget: u64,
     read_ahead: u64,
+    window: Option<u64>,
     max_fetches: usize,
     storage: Option<std::sync::Arc<dyn SpillStorage>>,
 }
@@ -79,6 +81,7 @@ impl Default for Builder {
             len: None,
             disk_budget: u64::MAX,
             read_ahead: 0,
+            window: None,
             max_fetches: DEFAULT_MAX_FETCHES,
             storage: None,
         }
@@ -95,6 +98,7 @@ impl fmt::Debug for Builder {
             .field("max_fetches", &self.max_fetches)
             .field("disk_budget", &self.disk_budget)
             .field("read_ahead", &self.read_ahead)
+            .field("window", &self.window)
             .field("custom_storage", &self.storage.is_some())
             .finish()
     }
@@ -138,6 +142,18 @@ impl Builder {
     /// ([`Error::EndedEarly`](crate::Error::EndedEarly), [`Error::RanLong`](crate::Error::RanLong)).
     pub fn len(mut self, total: u64) -> Self {
         self.len = Some(total);
+        self
+    }
+
+    /// For a live (forward-only) stream: keep only about the last `bytes` of it. Whole segments
+    /// that fall out of the window as the stream advances are dropped from RAM and the spill
+    /// file, so an endless stream needs bounded memory and disk. A read that starts before the
+    /// window gets [`Error::BehindWindow`](crate::Error::BehindWindow) (kind
+    /// [`InvalidInput`](io::ErrorKind::InvalidInput)); `save` fails the same way once the start
+    /// is gone. The window is kept whole: if the budgets cannot hold it, segments stay in RAM.
+    /// Ignored for range sources, which evict under [`disk_budget`](Builder::disk_budget).
+    pub fn window(mut self, bytes: u64) -> Self {
+        self.window = Some(bytes);
         self
     }
 
@@ -259,6 +275,7 @@ impl Builder {
             declared_len: self.len,
             disk_budget: self.disk_budget,
             read_ahead: self.read_ahead,
+            window: self.window,
         })
     }
 }

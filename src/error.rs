@@ -61,6 +61,15 @@ pub enum Error {
         /// The declared length.
         declared: u64,
     },
+    /// The read starts before the window of a live stream
+    /// ([`Builder::window`](crate::Builder::window)): those bytes were dropped. Its kind is
+    /// [`InvalidInput`](io::ErrorKind::InvalidInput).
+    BehindWindow {
+        /// Where the read started.
+        offset: u64,
+        /// The first byte still kept.
+        window_start: u64,
+    },
     /// Writing a segment to the spill storage failed. Reported by
     /// [`StreamBuffer::spill_error`](crate::StreamBuffer::spill_error); reads are not affected,
     /// because the segment stays in memory.
@@ -84,6 +93,7 @@ impl Error {
             Error::SourcePanicked { .. } => io::ErrorKind::Other,
             Error::EndedEarly { .. } => io::ErrorKind::UnexpectedEof,
             Error::RanLong { .. } => io::ErrorKind::InvalidData,
+            Error::BehindWindow { .. } => io::ErrorKind::InvalidInput,
         }
     }
 }
@@ -110,6 +120,13 @@ impl fmt::Display for Error {
             Error::Spill { offset, error } => {
                 write!(f, "spilling the segment at offset {offset} failed: {error}")
             }
+            Error::BehindWindow {
+                offset,
+                window_start,
+            } => write!(
+                f,
+                "offset {offset} is behind the window: bytes before {window_start} were dropped"
+            ),
         }
     }
 }

@@ -268,8 +268,9 @@ impl Index {
         }
     }
 
-    /// Turns a full segment back into a hole (a range source fetches it again when read).
-    pub(crate) fn evict(&mut self, segment: u64) -> Option<Evicted> {
+    /// Turns a full segment back into a hole. `refetch`: a range source will fetch it again
+    /// when read (and count a re-fetch); a stream's window drops it for good.
+    pub(crate) fn evict(&mut self, segment: u64, refetch: bool) -> Option<Evicted> {
         let start = segment << self.shift;
         let slot = self.slot_mut(segment);
         let (len, evicted) = match std::mem::replace(slot, Slot::Absent) {
@@ -294,7 +295,9 @@ impl Index {
                 self.prefix_end = self.filled.get(&0).map_or(0, |r| r.end);
             }
         }
-        self.evicted.insert(segment);
+        if refetch {
+            self.evicted.insert(segment);
+        }
         Some(evicted)
     }
 

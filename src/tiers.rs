@@ -108,7 +108,31 @@ impl Tiers {
     /// Drops a full segment from the index (under the write lock, so no reader is copying it),
     /// then releases its RAM buffer or its space in the spill file.
     fn evict(&mut self, shared: &Shared, segment: u64) {
-        let evicted = shared.state.write().index.evict(segment);
+        self.drop_segment(shared, segment, true);
+    }
+
+    /// Drops the segments before `first_kept` for good: a stream's window moved past them.
+    /// (CLOCK rotates the lists, so old segments can be anywhere in them.)
+    pub(crate) fn drop_before(&mut self, shared: &Shared, first_kept: u64) {
+        let old: Vec<u64> = self
+            .clock
+            .iter()
+            .chain(&self.disk_clock)
+            .copied()
+            .filter(|&s| s < first_kept)
+            .collect();
+        if old.is_empty() {
+            return;
+        }
+        self.clock.retain(|&s| s >= first_kept);
+        self.disk_clock.retain(|&s| s >= first_kept);
+        for segment in old {
+            self.drop_segment(shared, segment, false);
+        }
+    }
+
+    fn drop_segment(&mut self, shared: &Shared, segment: u64, refetch: bool) {
+        let evicted = shared.state.write().index.evict(segment, refetch);
         match evicted {
             Some(Evicted::Ram(data)) => self.pool.give(data),
             Some(Evicted::Disk { len }) => {

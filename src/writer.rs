@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::index::Slot;
 use crate::source::Fill;
 use crate::sync::{Arc, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
+use crate::tiers::Tiers;
 
 /// State owned by whoever holds the writer role (the buffer's writer mutex).
 ///
@@ -97,8 +98,27 @@ impl Writer {
             self.pending = None;
             let mut tiers = shared.tiers.lock();
             tiers.admit(segment);
+            if let Some(window) = shared.config.window {
+                self.slide_window(shared, &mut tiers, window);
+            }
             tiers.enforce_budget(shared, true);
         }
+    }
+
+    /// Drops the whole segments that fell out of the last `window` bytes. Readers that start
+    /// before the new window start get [`Error::BehindWindow`]; the window start is raised
+    /// before the segments go, under the same write lock as each removal.
+    fn slide_window(&mut self, shared: &Shared, tiers: &mut Tiers, window: u64) {
+        let shift = shared.config.shift;
+        let first_kept = self.frontier.saturating_sub(window) >> shift;
+        {
+            let mut state = shared.state.write();
+            if first_kept << shift <= state.window_start {
+                return;
+            }
+            state.window_start = first_kept << shift;
+        }
+        tiers.drop_before(shared, first_kept);
     }
 
     /// At the declared length: the source must end here. One more read tells.
