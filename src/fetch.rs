@@ -5,13 +5,11 @@
 
 use std::io;
 use std::ops::Range;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::buffer::{Shared, State};
 use crate::error::Error;
 use crate::index::Slot;
-use crate::source::RangeSource;
-use crate::sync::Arc;
+use crate::source::{call, RangeSource};
 
 /// The most segments one fetch claims: a long read becomes several fetches, which can run in
 /// parallel and publish early.
@@ -160,41 +158,15 @@ pub(crate) fn fetch(
 }
 
 /// Reads `buf.len()` bytes at `offset` unless the source ends first; returns the count.
-/// `Interrupted` is retried; a panic becomes an error.
 fn read_fully(source: &dyn RangeSource, offset: u64, buf: &mut [u8]) -> Result<usize, Error> {
     let mut done = 0;
     while done < buf.len() {
         let at = offset + done as u64;
         let dst = &mut buf[done..];
-        match catch_unwind(AssertUnwindSafe(|| source.read_at(at, dst))) {
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) if n <= dst.len() => done += n,
-            Ok(Ok(n)) => {
-                let error = io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "range source claimed {n} bytes read into a {}-byte buffer",
-                        dst.len()
-                    ),
-                );
-                return Err(Error::Source {
-                    offset: at,
-                    error: Arc::new(error),
-                });
-            }
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Ok(Err(e)) => {
-                return Err(Error::Source {
-                    offset: at,
-                    error: Arc::new(e),
-                })
-            }
-            Err(payload) => {
-                return Err(Error::SourcePanicked {
-                    offset: at,
-                    message: crate::writer::panic_message(payload.as_ref()),
-                })
-            }
+        let len = dst.len();
+        match call(at, len, || source.read_at(at, dst))? {
+            0 => break,
+            n => done += n,
         }
     }
     Ok(done)

@@ -1,7 +1,12 @@
 //! Sources the writer pulls from. The writer is a "filler" role that asks a [`Fill`] for bytes;
 //! it is not tied to `Read`, so later sources (push-mode writers, range sources) plug in here.
 
+use std::any::Any;
 use std::io::{self, Read};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::error::Error;
+use crate::sync::Arc;
 
 /// Something that produces the next bytes of the stream.
 pub(crate) trait Fill: Send {
@@ -67,6 +72,47 @@ where
                 }
             }
         }
+    }
+}
+
+/// Calls a source for at most `len` bytes at `offset`: retries `Interrupted`, and turns errors,
+/// counts larger than asked for, and panics into [`Error`]s. The caller drops a source that
+/// panicked or, for a stream, that failed.
+pub(crate) fn call(
+    offset: u64,
+    len: usize,
+    mut read: impl FnMut() -> io::Result<usize>,
+) -> Result<usize, Error> {
+    loop {
+        let error = match catch_unwind(AssertUnwindSafe(&mut read)) {
+            Ok(Ok(n)) if n <= len => return Ok(n),
+            Ok(Ok(n)) => io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("source claimed {n} bytes read into a {len}-byte buffer"),
+            ),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(Err(e)) => e,
+            Err(payload) => {
+                return Err(Error::SourcePanicked {
+                    offset,
+                    message: panic_message(payload.as_ref()),
+                })
+            }
+        };
+        return Err(Error::Source {
+            offset,
+            error: Arc::new(error),
+        });
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
     }
 }
 
@@ -190,6 +236,36 @@ mod tests {
             out.extend_from_slice(&buf[..n]);
         }
         assert_eq!(out, [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn call_retries_interrupted_and_reports_panics_and_bad_counts() {
+        let mut tries = 0;
+        let n = call(0, 8, || {
+            tries += 1;
+            if tries < 3 {
+                Err(io::ErrorKind::Interrupted.into())
+            } else {
+                Ok(5)
+            }
+        });
+        assert_eq!((n.unwrap(), tries), (5, 3));
+        assert!(matches!(
+            call(7, 4, || Ok(5)),
+            Err(Error::Source { offset: 7, .. })
+        ));
+        for (payload, want) in [
+            (Box::new("plain") as Box<dyn Any + Send>, "plain"),
+            (Box::new(String::from("formatted 7")), "formatted 7"),
+            (Box::new(5u8), "non-string panic payload"),
+        ] {
+            let mut payload = Some(payload);
+            let got = call(9, 1, || std::panic::resume_unwind(payload.take().unwrap()));
+            assert!(
+                matches!(got, Err(Error::SourcePanicked { offset: 9, ref message }) if message == want),
+                "{got:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,17 +1,13 @@
 //! The writer role: the one thread at a time that pulls from the source, publishes what it got,
 //! and spills segments past the memory budget; and the publish/wait protocol around it.
 
-use std::any::Any;
-use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use bytes::BytesMut;
 
 use crate::buffer::Shared;
 use crate::error::Error;
 use crate::index::Slot;
-use crate::source::Fill;
-use crate::sync::{Arc, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
+use crate::source::{call, Fill};
+use crate::sync::{AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
 use crate::tiers::Tiers;
 
 /// State owned by whoever holds the writer role (the buffer's writer mutex).
@@ -184,50 +180,10 @@ impl Writer {
     }
 }
 
-/// Reads from the source, retrying `Interrupted`, turning failures and panics into [`Error`]s.
+/// Reads from the stream into `dst`; see [`call`].
 fn read_source(source: &mut dyn Fill, dst: &mut [u8], offset: u64) -> Result<usize, Error> {
-    loop {
-        match catch_unwind(AssertUnwindSafe(|| source.fill(dst))) {
-            Ok(Ok(n)) if n <= dst.len() => return Ok(n),
-            Ok(Ok(n)) => {
-                let error = io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "source claimed {n} bytes read into a {}-byte buffer",
-                        dst.len()
-                    ),
-                );
-                return Err(Error::Source {
-                    offset,
-                    error: Arc::new(error),
-                });
-            }
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Ok(Err(e)) => {
-                return Err(Error::Source {
-                    offset,
-                    error: Arc::new(e),
-                })
-            }
-            // The source is dropped right after, so no broken state of it is observed again.
-            Err(payload) => {
-                return Err(Error::SourcePanicked {
-                    offset,
-                    message: panic_message(payload.as_ref()),
-                })
-            }
-        }
-    }
-}
-
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
+    let len = dst.len();
+    call(offset, len, || source.fill(dst))
 }
 
 /// Wakes readers waiting for a publish, without lost wake-ups.
@@ -311,6 +267,7 @@ impl Drop for Role<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::Arc;
     use std::thread;
     use std::time::Duration;
 
@@ -339,15 +296,5 @@ mod tests {
         for w in waiters {
             w.join().unwrap();
         }
-    }
-
-    #[test]
-    fn panic_messages_are_kept() {
-        let from_str = catch_unwind(|| panic!("plain")).unwrap_err();
-        assert_eq!(panic_message(from_str.as_ref()), "plain");
-        let from_string = catch_unwind(|| panic!("formatted {}", 7)).unwrap_err();
-        assert_eq!(panic_message(from_string.as_ref()), "formatted 7");
-        let other = catch_unwind(|| std::panic::panic_any(5u8)).unwrap_err();
-        assert_eq!(panic_message(other.as_ref()), "non-string panic payload");
     }
 }

@@ -30,18 +30,10 @@ pub fn allow_scripted_panics() {
     });
 }
 
-/// splitmix64.
-pub fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// Byte `pos` of the synthetic stream `seed`.
-pub fn byte_at(seed: u64, pos: u64) -> u8 {
-    (mix(seed ^ (pos / 8).wrapping_mul(0x2545_F491_4F6C_DD1D)) >> ((pos % 8) * 8)) as u8
-}
+/// The tests' synthetic streams, shared by path.
+#[path = "../../tests/common/generator.rs"]
+mod generator;
+pub use generator::{byte_at, mix};
 
 /// How the scripted source misbehaves at a position.
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]

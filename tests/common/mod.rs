@@ -8,21 +8,10 @@ use std::thread;
 use std::time::Duration;
 
 mod faulty;
+mod generator;
 #[allow(unused_imports)] // each test file uses a different part of the helpers
 pub use faulty::{Fault, Faulty, ENOSPC};
-
-/// splitmix64: a tiny, good-enough deterministic generator.
-pub fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// The byte at `pos` of the synthetic stream `seed`.
-pub fn byte_at(seed: u64, pos: u64) -> u8 {
-    (mix(seed ^ (pos / 8).wrapping_mul(0x2545_F491_4F6C_DD1D)) >> ((pos % 8) * 8)) as u8
-}
+pub use generator::{byte_at, mix};
 
 /// `len` bytes of the synthetic stream `seed`, as a model to compare against.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
