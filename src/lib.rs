@@ -16,8 +16,14 @@
 //!   the whole resource with [`fill_to_end`](StreamBuffer::fill_to_end) and
 //!   [`save`](StreamBuffer::save).
 //! - **Cursors**: [`Reader`], an independent `Read + Seek + BufRead` position in the buffer.
+//! - **Sources that can seek**: [`RangeSource`] (implemented for `File`) and [`SeekSource`], for
+//!   [`Builder::build_ranged`]: reads fetch only the segments they need and leave holes.
+//! - **Ahead and behind**: [`Builder::read_ahead`], [`prefetch`](StreamBuffer::prefetch) and
+//!   [`wait_for`](StreamBuffer::wait_for); [`Builder::disk_budget`] (eviction) and
+//!   [`Builder::window`] (live streams).
 //! - **Introspection**: [`Location`] (the read path's four cases), [`Stats`].
-//! - **Failures**: [`Error`], the sticky source failures carried inside `std::io::Error`.
+//! - **Failures**: [`Error`], the source failures carried inside `std::io::Error` (sticky for
+//!   streams).
 //! - **Storage**: [`SpillStorage`], where segments past the memory budget go.
 //!
 //! # Example
