@@ -41,9 +41,10 @@ use crate::writer::{Publish, Role, Writer};
 /// lookup and the copy, so they run in parallel; the writer holds it exclusively only to publish
 /// (an O(1) append plus an O(log n) range insert) and to point a spilled segment at the file.
 /// The lock is task-fair (a waiting writer holds back new readers), so a stream of readers cannot
-/// starve publishing. Pulling from the source and writing spill data happen with no index lock
-/// held: a slow source never stalls readers of filled data. If the source panics, the panic is
-/// caught and becomes a sticky [`Error::SourcePanicked`].
+/// starve publishing. Pulling from the source, range-source fetches and writing spill data
+/// happen with no index lock held: a slow source never stalls readers of filled data. If the
+/// source panics, the panic is caught and becomes [`Error::SourcePanicked`] (sticky for a
+/// stream; for a [`RangeSource`](crate::RangeSource), reported to the read that met it).
 ///
 /// # Examples
 ///

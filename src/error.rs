@@ -8,9 +8,11 @@ use std::{fmt, io};
 ///
 /// Every fallible call of this crate returns [`std::io::Error`]. When the stream itself has
 /// failed, that `io::Error` carries one of these values: get it back with
-/// [`io::Error::get_ref`] and `downcast_ref`. The failure is
+/// [`io::Error::get_ref`] and `downcast_ref`. For a forward-only stream the failure is
 /// *sticky*: once recorded, every reader that needs bytes past the frontier receives a copy with
 /// the same [`kind`](Error::kind) and message, while bytes before the frontier stay readable.
+/// A [`RangeSource`](crate::RangeSource) can be asked again, so its failures go to the read that
+/// met them and leave a hole that the next read retries.
 ///
 /// # Examples
 ///
