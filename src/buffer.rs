@@ -662,7 +662,9 @@ impl StreamBuffer {
     pub(crate) fn fill_ahead(&self, range: Range<u64>) -> io::Result<u64> {
         let shared = &*self.shared;
         match &shared.filler {
-            Filler::Ranged(ranged) => self.walk_ranged_as(ranged, range.start, range.end, true),
+            Filler::Ranged(ranged) => {
+                self.walk_ranged(ranged, range.start, range.end, None, Want::All, true)
+            }
             Filler::Stream(_) => self.wait_filled(range.start, range.end, Want::All),
         }
     }
@@ -695,7 +697,7 @@ impl StreamBuffer {
     #[cold]
     fn read_slow(&self, offset: u64, end: u64, buf: &mut [u8], want: Want) -> io::Result<usize> {
         if let Filler::Ranged(ranged) = &self.shared.filler {
-            let reached = self.walk_ranged(ranged, offset, end, Some(buf), want)?;
+            let reached = self.walk_ranged(ranged, offset, end, Some(buf), want, false)?;
             return Ok((reached - offset) as usize);
         }
         loop {
@@ -716,30 +718,9 @@ impl StreamBuffer {
     ///
     /// A pass, not "until everything is filled at once": segments may be evicted once passed,
     /// so budgets smaller than the range cannot starve it, and the reader that fetches a segment
-    /// copies from the buffer it fetched.
+    /// copies from the buffer it fetched. `ahead`: the read-ahead worker's walk, whose fetched
+    /// segments count toward `Stats::read_ahead_hits` when read.
     fn walk_ranged(
-        &self,
-        ranged: &Ranged,
-        offset: u64,
-        end: u64,
-        buf: Option<&mut [u8]>,
-        want: Want,
-    ) -> io::Result<u64> {
-        self.walk(ranged, offset, end, buf, want, false)
-    }
-
-    /// The read-ahead worker's walk: fetched segments are marked as prefetched.
-    fn walk_ranged_as(
-        &self,
-        ranged: &Ranged,
-        offset: u64,
-        end: u64,
-        ahead: bool,
-    ) -> io::Result<u64> {
-        self.walk(ranged, offset, end, None, Want::All, ahead)
-    }
-
-    fn walk(
         &self,
         ranged: &Ranged,
         offset: u64,
@@ -822,7 +803,7 @@ impl StreamBuffer {
     /// the source as needed. Returns the end of what may be copied: `end` clipped to the stream.
     fn wait_filled(&self, offset: u64, end: u64, want: Want) -> io::Result<u64> {
         if let Filler::Ranged(ranged) = &self.shared.filler {
-            return self.walk_ranged(ranged, offset, end, None, want);
+            return self.walk_ranged(ranged, offset, end, None, want, false);
         }
         loop {
             // Read the generation before looking: a publish after this point wakes the wait.
