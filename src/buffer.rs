@@ -13,6 +13,7 @@ use crate::ahead::Ahead;
 use crate::config::{Builder, Config};
 use crate::error::{context, invalid_input, range_end, Error};
 use crate::fetch::{claim, fetch, Claim, Ranged};
+use crate::holds::{Blocked, Held, Holds};
 use crate::index::{Index, Location, Slot};
 use crate::reader::Reader;
 use crate::segment::{BufferCounts, Pool};
@@ -102,6 +103,12 @@ pub(crate) struct Shared {
     pub(crate) ahead: Arc<Ahead>,
     /// Segments fetched by read-ahead and then read.
     pub(crate) read_ahead_hits: AtomicU64,
+    /// A forward-only stream with a window: drops its oldest bytes, and tracks `holds`.
+    pub(crate) windowed: bool,
+    /// Where the readers of a windowed stream still need bytes (see `holds.rs`).
+    pub(crate) holds: Holds,
+    /// Times a windowed stream's writer found no room and waited for readers.
+    pub(crate) writer_waits: AtomicU64,
 }
 
 impl Drop for Shared {
@@ -287,6 +294,7 @@ impl StreamBuffer {
             Filler::Ranged(r) => config.declared_len.or_else(|| r.source.len()),
             Filler::Stream(_) => config.declared_len,
         };
+        let windowed = config.window.is_some() && matches!(filler, Filler::Stream(_));
         let state = State {
             index: Index::new(config.shift),
             len,
@@ -312,6 +320,9 @@ impl StreamBuffer {
                 last_spill_error: Mutex::new(None),
                 ahead: Arc::new(Ahead::new()),
                 read_ahead_hits: AtomicU64::new(0),
+                windowed,
+                holds: Holds::new(),
+                writer_waits: AtomicU64::new(0),
             }),
         }
     }
@@ -391,7 +402,7 @@ impl StreamBuffer {
                 range.start, range.end
             )));
         }
-        let end = self.wait_filled(range.start, range.end, Want::All)?;
+        let end = self.wait_held(range.start, range.end)?;
         let len = usize::try_from(end - range.start).map_err(|_| {
             io::Error::new(io::ErrorKind::OutOfMemory, "range too large for memory")
         })?;
@@ -429,7 +440,17 @@ impl StreamBuffer {
                 range.start, range.end
             )));
         }
-        self.wait_filled(range.start, range.end, Want::All)
+        self.wait_held(range.start, range.end)
+    }
+
+    /// `wait_filled` for the whole range, which a windowed stream keeps whole meanwhile (or
+    /// fails with [`Error::WindowFull`] if its budgets cannot).
+    fn wait_held(&self, offset: u64, end: u64) -> io::Result<u64> {
+        let _held = self
+            .shared
+            .windowed
+            .then(|| Held::new(&self.shared.holds, offset));
+        self.wait_filled(offset, end, Want::All)
     }
 
     /// A new cursor at offset 0, implementing [`Read`], [`Seek`](std::io::Seek) and
@@ -459,7 +480,7 @@ impl StreamBuffer {
                     return Ok(state.len.unwrap_or(0));
                 }
             }
-            self.fill_or_wait(u64::MAX, seen);
+            self.fill_or_wait(u64::MAX, seen)?;
         }
     }
 
@@ -600,6 +621,7 @@ impl StreamBuffer {
             evictions: shared.evictions.load(Ordering::Relaxed),
             fetches_in_flight: state.fetches_in_flight as u64,
             spill_errors: shared.spill_errors.load(Ordering::Relaxed),
+            writer_waits: shared.writer_waits.load(Ordering::Relaxed),
             segment_size: size,
             memory_budget: shared.config.memory_budget as u64,
         }
@@ -673,6 +695,10 @@ impl StreamBuffer {
         StreamBuffer { shared }
     }
 
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// The fast path: one read lock, one lookup, one copy; `None` if the source must be asked.
     #[inline]
     fn read_filled(
@@ -699,6 +725,9 @@ impl StreamBuffer {
         if let Filler::Ranged(ranged) = &self.shared.filler {
             let reached = self.walk_ranged(ranged, offset, end, Some(buf), want, false)?;
             return Ok((reached - offset) as usize);
+        }
+        if self.shared.windowed && want == Want::All {
+            return self.read_windowed(offset, end, buf);
         }
         loop {
             let ready = self.wait_filled(offset, end, want)?;
@@ -787,6 +816,24 @@ impl StreamBuffer {
         }
     }
 
+    /// A windowed stream's `read_at`: piece by piece, holding the position reached, so that a
+    /// read larger than the budgets can keep at once still completes and the writer never
+    /// drops bytes it has yet to copy.
+    fn read_windowed(&self, offset: u64, end: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let held = Held::new(&self.shared.holds, offset);
+        let mut pos = offset;
+        while pos < end {
+            let at = (pos - offset) as usize;
+            let n = self.read_slow(pos, end, &mut buf[at..], Want::Some)?;
+            if n == 0 {
+                break;
+            }
+            pos += n as u64;
+            held.set(pos);
+        }
+        Ok((pos - offset) as usize)
+    }
+
     fn copy_locked(
         &self,
         state: &RwLockReadGuard<'_, State>,
@@ -843,19 +890,34 @@ impl StreamBuffer {
                     }
                 }
             };
-            self.fill_or_wait(need, seen);
+            self.fill_or_wait(need, seen)?;
         }
     }
 
     /// Makes a stream produce bytes up to `need`: becomes the writer and pulls, or, if another
     /// thread is the writer, waits for its next publish (or its release of the role) after
-    /// generation `seen`. (Range sources are read by `walk_ranged`.)
-    fn fill_or_wait(&self, need: u64, seen: u64) {
+    /// generation `seen`. A windowed stream's writer that finds no room gives up the role and
+    /// waits for a reader to move on. (Range sources are read by `walk_ranged`.)
+    fn fill_or_wait(&self, need: u64, seen: u64) -> io::Result<()> {
         let shared = &*self.shared;
-        if let Filler::Stream(writer) = &shared.filler {
-            match writer.try_lock() {
-                Some(writer) => Role::new(writer, &shared.publish).pull_until(shared, need),
-                None => shared.publish.wait(seen),
+        let Filler::Stream(writer) = &shared.filler else {
+            return Ok(());
+        };
+        let Some(writer) = writer.try_lock() else {
+            shared.publish.wait(seen);
+            return Ok(());
+        };
+        // The role is released at the end of this statement, before any wait.
+        let pulled = Role::new(writer, &shared.publish).pull_until(shared, need);
+        match pulled {
+            Ok(()) => Ok(()),
+            Err(Blocked {
+                own: Some(held), ..
+            }) => Err(Error::WindowFull { needed: need, held }.into()),
+            Err(Blocked { generation, .. }) => {
+                shared.writer_waits.fetch_add(1, Ordering::Relaxed);
+                shared.holds.wait(generation);
+                Ok(())
             }
         }
     }

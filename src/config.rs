@@ -150,8 +150,59 @@ impl Builder {
     /// file, so an endless stream needs bounded memory and disk. A read that starts before the
     /// window gets [`Error::BehindWindow`](crate::Error::BehindWindow) (kind
     /// [`InvalidInput`](io::ErrorKind::InvalidInput)); `save` fails the same way once the start
-    /// is gone. The window is kept whole: if the budgets cannot hold it, segments stay in RAM.
-    /// Ignored for range sources, which evict under [`disk_budget`](Builder::disk_budget).
+    /// is gone. Ignored for range sources, which evict under
+    /// [`disk_budget`](Builder::disk_budget).
+    ///
+    /// # When the budgets cannot hold the window
+    ///
+    /// With a [`disk_budget`](Builder::disk_budget), the memory and disk budgets may hold less
+    /// than the window. The budgets win: the writer drops the oldest segment to make room, so
+    /// the window shrinks. But it never drops bytes a [`Reader`](crate::Reader) has not read
+    /// yet (from its position on), nor those a `read_at` in progress has yet to copy: when every
+    /// segment it could drop is still needed, the writer **waits** until a reader moves on (or
+    /// is dropped), and so do the reads that need new bytes. That is backpressure, as with a
+    /// bounded channel: a cursor nobody reads stalls the stream.
+    /// [`Stats::writer_waits`](crate::Stats::writer_waits) counts the waits.
+    ///
+    /// A thread never waits for itself: if the reader in the way was last used on the calling
+    /// thread, the read fails with [`Error::WindowFull`](crate::Error::WindowFull) instead.
+    /// Likewise [`wait_for`](crate::StreamBuffer::wait_for) and
+    /// [`read_range`](crate::StreamBuffer::read_range) of more than the budgets can hold at
+    /// once (a plain `read_at` of any size works: it copies piece by piece).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use sparsebuf::StreamBuffer;
+    ///
+    /// let live = std::io::repeat(7).take(10 << 20); // stands in for an endless stream
+    /// let buf = StreamBuffer::builder()
+    ///     .segment_size(64 << 10)
+    ///     .memory_budget(256 << 10)
+    ///     .disk_budget(1 << 20)
+    ///     .window(4 << 20) // more than the budgets hold: they decide
+    ///     .build(live)?;
+    ///
+    /// let mut player = buf.reader();
+    /// let mut frame = vec![0u8; 100_000];
+    /// player.read_exact(&mut frame)?;
+    ///
+    /// // Another thread reading far ahead waits for `player` rather than drop its bytes; this
+    /// // thread, which owns `player`, is told instead of waiting for itself.
+    /// let err = buf.read_at(8 << 20, &mut frame).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// assert!(matches!(
+    ///     err.get_ref().and_then(|e| e.downcast_ref()),
+    ///     Some(sparsebuf::Error::WindowFull { .. })
+    /// ));
+    ///
+    /// // Once the player is gone, the window simply slides.
+    /// drop(player);
+    /// buf.read_exact_at(8 << 20, &mut frame)?;
+    /// assert!(buf.stats().memory_bytes <= (256 << 10) + 2 * (64 << 10));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn window(mut self, bytes: u64) -> Self {
         self.window = Some(bytes);
         self
@@ -175,8 +226,9 @@ impl Builder {
     /// With a range source, the coldest spilled segments are then evicted (their space released,
     /// see [`SpillStorage::discard`]) and fetched again if read; with a budget below one segment,
     /// segments past the memory budget are dropped instead of spilled. A forward-only stream
-    /// cannot fetch bytes again, so once its disk budget is full its segments stay in RAM (over
-    /// the memory budget) rather than being dropped.
+    /// cannot fetch bytes again: with a [`window`](Builder::window) it drops its oldest bytes
+    /// (waiting for readers that still need them); without one, once its disk budget is full
+    /// its segments stay in RAM (over the memory budget) rather than being lost.
     pub fn disk_budget(mut self, bytes: u64) -> Self {
         self.disk_budget = bytes;
         self

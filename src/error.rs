@@ -72,6 +72,19 @@ pub enum Error {
         /// The first byte still kept.
         window_start: u64,
     },
+    /// A read of a live stream ([`Builder::window`](crate::Builder::window)) needs bytes the
+    /// source has not produced yet, the budgets are full, and the oldest kept bytes are still
+    /// needed by a [`Reader`](crate::Reader) (or a read in progress) last used on the calling
+    /// thread. The writer would wait for that reader to move on, and it never would: the
+    /// thread is busy here. Its kind is [`InvalidInput`](io::ErrorKind::InvalidInput). Read
+    /// on from that cursor, drop it, or give the buffer larger budgets. (A `read_at` or
+    /// `wait_for` range larger than the budgets can hold at once also gets it.)
+    WindowFull {
+        /// The offset the read needed the source to reach.
+        needed: u64,
+        /// The offset the calling thread's own reader holds.
+        held: u64,
+    },
     /// Writing a segment to the spill storage failed. Reported by
     /// [`StreamBuffer::spill_error`](crate::StreamBuffer::spill_error); reads are not affected,
     /// because the segment stays in memory.
@@ -95,7 +108,7 @@ impl Error {
             Error::SourcePanicked { .. } => io::ErrorKind::Other,
             Error::EndedEarly { .. } => io::ErrorKind::UnexpectedEof,
             Error::RanLong { .. } => io::ErrorKind::InvalidData,
-            Error::BehindWindow { .. } => io::ErrorKind::InvalidInput,
+            Error::BehindWindow { .. } | Error::WindowFull { .. } => io::ErrorKind::InvalidInput,
         }
     }
 }
@@ -122,6 +135,11 @@ impl fmt::Display for Error {
             Error::Spill { offset, error } => {
                 write!(f, "spilling the segment at offset {offset} failed: {error}")
             }
+            Error::WindowFull { needed, held } => write!(
+                f,
+                "the window's budgets are full and a reader on this thread still needs offset \
+                 {held}: pulling the stream to offset {needed} would wait for this thread forever"
+            ),
             Error::BehindWindow {
                 offset,
                 window_start,

@@ -139,7 +139,8 @@ pub(crate) fn fetch(
                 } else {
                     tiers.forget();
                 }
-                tiers.enforce_budget(shared, false);
+                // A range source evicts to make room: it never has to wait.
+                let _ = tiers.enforce_budget(shared, false);
                 shared
                     .source_bytes
                     .fetch_add(n as u64, crate::sync::Ordering::Relaxed);

@@ -77,6 +77,7 @@ mod buffer;
 mod config;
 mod error;
 mod fetch;
+mod holds;
 mod index;
 mod reader;
 mod segment;

@@ -17,6 +17,10 @@ const CAPACITY: usize = 8 * 1024;
 /// allowed, as for files; reads there return `Ok(0)`. [`SeekFrom::End`] needs the stream's
 /// length, so without a declared length it pulls the whole stream first.
 ///
+/// On a live stream with a [`window`](crate::Builder::window) that its budgets cannot hold, a
+/// cursor keeps its place: the writer waits for it rather than drop the bytes it has yet to
+/// read, so drop cursors you no longer read from.
+///
 /// # Examples
 ///
 /// ```
@@ -31,9 +35,11 @@ const CAPACITY: usize = 8 * 1024;
 /// assert_eq!(r.seek(SeekFrom::End(0))?, 23);
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Clone)]
 pub struct Reader {
     buffer: StreamBuffer,
+    /// On a windowed stream, this cursor's hold: the offset of the next byte it will ask the
+    /// buffer for (`pos` plus what it has buffered), which the writer will not drop.
+    hold: Option<u64>,
     /// Stream position of the next byte `read` returns.
     pos: u64,
     /// Bytes `chunk[..end]` are the stream's bytes at `pos - start..`, so `chunk[start..end]`
@@ -45,12 +51,25 @@ pub struct Reader {
 
 impl Reader {
     pub(crate) fn new(buffer: StreamBuffer) -> Self {
+        let hold = buffer
+            .shared()
+            .windowed
+            .then(|| buffer.shared().holds.add(0));
         Reader {
             buffer,
+            hold,
             pos: 0,
             chunk: Box::default(),
             start: 0,
             end: 0,
+        }
+    }
+
+    /// Moves this cursor's hold (if it has one) to the next byte it will need.
+    fn update_hold(&self) {
+        if let Some(id) = self.hold {
+            let next = self.pos + self.buffered() as u64;
+            self.buffer.shared().holds.set(id, next);
         }
     }
 
@@ -88,6 +107,7 @@ impl Read for Reader {
             // The chunk no longer surrounds the position: drop it, or `seek` would reuse it.
             (self.start, self.end) = (0, 0);
             self.pos += n as u64;
+            self.update_hold();
             return Ok(n);
         }
         let n = {
@@ -110,6 +130,7 @@ impl BufRead for Reader {
             self.start = 0;
             self.end = 0;
             self.end = read_from(&self.buffer, self.pos, &mut self.chunk)?;
+            self.update_hold();
         }
         Ok(&self.chunk[self.start..self.end])
     }
@@ -142,16 +163,46 @@ impl Seek for Reader {
         })?;
         // Keep the buffered bytes if the target is among them.
         let chunk_start = self.pos - self.start as u64;
-        match target.checked_sub(chunk_start) {
-            Some(at) if at <= self.end as u64 => self.start = at as usize,
-            _ => (self.start, self.end) = (0, 0),
-        }
         self.pos = target;
+        match target.checked_sub(chunk_start) {
+            // The next byte needed from the buffer is still the chunk's end: the hold stays.
+            Some(at) if at <= self.end as u64 => self.start = at as usize,
+            _ => {
+                (self.start, self.end) = (0, 0);
+                self.update_hold();
+            }
+        }
         Ok(target)
     }
 
     fn stream_position(&mut self) -> io::Result<u64> {
         Ok(self.pos)
+    }
+}
+
+impl Clone for Reader {
+    /// A cursor at the same position, with a copy of the buffered bytes (and, on a windowed
+    /// stream, a hold of its own).
+    fn clone(&self) -> Self {
+        let shared = self.buffer.shared();
+        Reader {
+            buffer: self.buffer.clone(),
+            hold: self
+                .hold
+                .map(|_| shared.holds.add(self.pos + self.buffered() as u64)),
+            pos: self.pos,
+            chunk: self.chunk.clone(),
+            start: self.start,
+            end: self.end,
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(id) = self.hold {
+            self.buffer.shared().holds.remove(id);
+        }
     }
 }
 

@@ -50,6 +50,9 @@ pub struct Stats {
     /// Spills that failed (for example on a full disk). The segment stayed in RAM, so the memory
     /// budget was exceeded, but no data was lost.
     pub spill_errors: u64,
+    /// Times the writer of a windowed stream found its budgets full of bytes a reader still
+    /// needs, and waited for a reader to move on ([`Builder::window`](crate::Builder::window)).
+    pub writer_waits: u64,
     /// The segment size in bytes.
     pub segment_size: u64,
     /// The memory budget in bytes.

@@ -17,6 +17,15 @@ pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64};
 #[cfg(loom)]
 pub(crate) use loom_shim::*;
 
+#[cfg(not(loom))]
+pub(crate) use std::thread::ThreadId;
+
+/// The calling thread's id (a loom thread's, in a model).
+#[cfg(not(loom))]
+pub(crate) fn current_thread() -> ThreadId {
+    std::thread::current().id()
+}
+
 /// loom's primitives with parking_lot's API (no poisoning results, `&mut` guard for waits).
 /// Poisoning cannot happen here: no code unwinds while holding one of these locks (the source's
 /// panics are caught before they leave the source call).
@@ -26,6 +35,11 @@ mod loom_shim {
 
     pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64};
     pub(crate) use loom::sync::RwLockReadGuard;
+    pub(crate) use loom::thread::ThreadId;
+
+    pub(crate) fn current_thread() -> ThreadId {
+        loom::thread::current().id()
+    }
 
     pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
 

@@ -8,6 +8,7 @@ use bytes::BytesMut;
 
 use crate::buffer::{Filler, Shared};
 use crate::error::Error;
+use crate::holds::Blocked;
 use crate::index::{Evicted, Slot};
 use crate::segment::Pool;
 use crate::sync::{Arc, Ordering};
@@ -49,17 +50,19 @@ impl Tiers {
     }
 
     /// Brings RAM within the budget: spills the coldest full segments, making room on disk
-    /// (or, with no room, dropping them) if the source can be read again. Stops at a failed
-    /// spill, or when a stream's disk budget is full: its bytes are then kept in RAM, over the
-    /// budget, because they cannot be fetched again.
-    pub(crate) fn enforce_budget(&mut self, shared: &Shared, filling: bool) {
+    /// (or, with no room, dropping them) if the source can be read again. When a stream's disk
+    /// budget is full, a windowed stream drops its oldest segment, unless a reader still needs
+    /// it: then nothing is dropped and the writer must wait (`Err`). Any other stream keeps its
+    /// bytes in RAM, over the budget, because they cannot be fetched again; so does a failed
+    /// spill.
+    pub(crate) fn enforce_budget(&mut self, shared: &Shared, filling: bool) -> Result<(), Blocked> {
         let cfg = &shared.config;
         let refetchable = matches!(shared.filler, Filler::Ranged(_));
         // The segment being filled (a stream writer's, while its source lasts) needs a buffer too.
         let filling = usize::from(filling);
         while (self.clock.len() + filling).saturating_mul(cfg.segment_size) > cfg.memory_budget {
             let Some(victim) = pick(&mut self.clock, shared) else {
-                return;
+                return Ok(());
             };
             if !self.make_disk_room(shared, refetchable) {
                 if refetchable {
@@ -67,7 +70,10 @@ impl Tiers {
                     continue;
                 }
                 self.clock.push_front(victim);
-                return;
+                if shared.windowed && self.drop_oldest(shared)? {
+                    continue;
+                }
+                return Ok(());
             }
             match self.spill(shared, victim) {
                 Ok(()) => self.disk_clock.push_back(victim),
@@ -83,10 +89,33 @@ impl Tiers {
                     }
                     // A stream's bytes exist nowhere else: keep them in RAM, over the budget.
                     self.clock.push_front(victim);
-                    return;
+                    return Ok(());
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A windowed stream over its budgets: drops the oldest kept segment, shrinking the window
+    /// by one segment, if no reader holds a byte of it. `Ok(false)` if there is no full segment
+    /// to drop.
+    fn drop_oldest(&mut self, shared: &Shared) -> Result<bool, Blocked> {
+        let shift = shared.config.shift;
+        let (from, oldest) = {
+            let state = shared.state.read();
+            let from = state.window_start;
+            let oldest = from >> shift;
+            match state.index.slot(oldest) {
+                Some(Slot::Memory(_) | Slot::Disk { .. }) => (from, oldest),
+                _ => return Ok(false),
+            }
+        };
+        let to = (oldest + 1) << shift;
+        shared.holds.check(from, to)?;
+        // Only the writer moves the window start, and it holds the tiers lock (as this does).
+        shared.state.write().window_start = to;
+        self.drop_before(shared, oldest + 1);
+        Ok(true)
     }
 
     /// Whether one more segment fits the disk budget; for a source that can be read again,

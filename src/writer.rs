@@ -5,6 +5,7 @@ use bytes::BytesMut;
 
 use crate::buffer::Shared;
 use crate::error::Error;
+use crate::holds::Blocked;
 use crate::index::Slot;
 use crate::source::{call, Fill};
 use crate::sync::{AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
@@ -38,21 +39,28 @@ impl Writer {
         }
     }
 
-    /// Pulls until the published frontier reaches `need` or the source ends or fails.
-    pub(crate) fn pull_until(&mut self, shared: &Shared, need: u64) {
+    /// Pulls until the published frontier reaches `need` or the source ends or fails; `Err`
+    /// if a windowed stream has no room for another segment until a reader moves on.
+    pub(crate) fn pull_until(&mut self, shared: &Shared, need: u64) -> Result<(), Blocked> {
         while self.frontier < need && self.source.is_some() {
-            self.pull_once(shared);
+            self.pull_once(shared)?;
         }
+        Ok(())
     }
 
     /// One read from the source, published at once.
-    fn pull_once(&mut self, shared: &Shared) {
+    fn pull_once(&mut self, shared: &Shared) -> Result<(), Blocked> {
         let cfg = &shared.config;
         let left = cfg
             .declared_len
             .map(|len| len.saturating_sub(self.frontier));
         if left == Some(0) {
-            return self.probe_end(shared);
+            self.probe_end(shared);
+            return Ok(());
+        }
+        if self.pending.is_none() && shared.windowed {
+            // A new segment needs room within the budgets before its buffer is taken.
+            shared.tiers.lock().enforce_budget(shared, true)?;
         }
         let pending = self.pending.get_or_insert_with(|| Pending {
             segment: self.frontier >> cfg.shift,
@@ -62,13 +70,14 @@ impl Writer {
             usize::try_from(left).map_or(pending.tail.len(), |l| l.min(pending.tail.len()))
         });
         let Some(source) = self.source.as_mut() else {
-            return;
+            return Ok(());
         };
         match read_source(source.as_mut(), &mut pending.tail[..want], self.frontier) {
             Ok(0) => self.finish(shared),
             Ok(n) => self.publish(shared, n),
             Err(err) => self.fail(shared, err),
         }
+        Ok(())
     }
 
     /// Publishes the next `n` bytes of the pending segment: an O(1) append under the write lock.
@@ -94,10 +103,11 @@ impl Writer {
             self.pending = None;
             let mut tiers = shared.tiers.lock();
             tiers.admit(segment);
-            if let Some(window) = shared.config.window {
+            if let (true, Some(window)) = (shared.windowed, shared.config.window) {
                 self.slide_window(shared, &mut tiers, window);
             }
-            tiers.enforce_budget(shared, true);
+            // A windowed stream that finds no room here waits before its next segment.
+            let _ = tiers.enforce_budget(shared, !shared.windowed);
         }
     }
 
@@ -156,7 +166,7 @@ impl Writer {
             Some((_, false)) => tiers.forget(),
             None => {}
         }
-        tiers.enforce_budget(shared, false);
+        let _ = tiers.enforce_budget(shared, false);
     }
 
     /// The source failed: record the sticky error. Published bytes stay readable.
@@ -250,9 +260,10 @@ impl<'a> Role<'a> {
         }
     }
 
-    pub(crate) fn pull_until(&mut self, shared: &Shared, need: u64) {
-        if let Some(writer) = self.writer.as_mut() {
-            writer.pull_until(shared, need);
+    pub(crate) fn pull_until(&mut self, shared: &Shared, need: u64) -> Result<(), Blocked> {
+        match self.writer.as_mut() {
+            Some(writer) => writer.pull_until(shared, need),
+            None => Ok(()),
         }
     }
 }

@@ -102,3 +102,45 @@ fn a_polling_reader_sees_published_bytes() {
         poller.join().unwrap();
     });
 }
+
+#[test]
+fn a_windowed_writer_waits_for_a_cursor_and_wakes_when_it_moves() {
+    use std::io::Read;
+    loom::model(|| {
+        let data = source();
+        let chunks = vec![
+            Ok::<_, io::Error>(data[..300].to_vec()),
+            Ok(data[300..SEGMENT * 2].to_vec()),
+            Ok(data[SEGMENT * 2..].to_vec()),
+        ];
+        // Room for one full segment and nothing on disk: the writer must drop the oldest
+        // segment before each new one, and the cursor (held on this thread) may stop it.
+        let buf = StreamBuffer::builder()
+            .segment_size(SEGMENT)
+            .memory_budget(SEGMENT)
+            .disk_budget(0)
+            .window(1 << 20)
+            .build_chunks(chunks)
+            .unwrap();
+        let mut cursor = buf.reader();
+        let (b, d) = (buf.clone(), data.clone());
+        let far = thread::spawn(move || {
+            let mut dst = [0u8; 4];
+            b.read_exact_at(SEGMENT as u64 * 2 + 2, &mut dst).unwrap();
+            assert_eq!(dst, d[SEGMENT * 2 + 2..][..4]);
+        });
+        let mut pos = 0;
+        let mut dst = [0u8; 600];
+        loop {
+            let n = cursor.read(&mut dst).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert_eq!(dst[..n], data[pos..pos + n]);
+            pos += n;
+        }
+        assert_eq!(pos, data.len());
+        drop(cursor);
+        far.join().unwrap();
+    });
+}

@@ -3,9 +3,11 @@
 
 mod common;
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read, Seek, SeekFrom};
+use std::thread;
+use std::time::{Duration, Instant};
 
-use common::{check_generated, data, expected, Generated, Rng};
+use common::{check_generated, data, expected, within, Generated, Rng};
 use sparsebuf::{Error, StreamBuffer};
 
 const SEGMENT: usize = 16 << 10;
@@ -97,4 +99,436 @@ fn a_window_larger_than_the_stream_changes_nothing() {
     assert_eq!(buf.read_range(0..u64::MAX).unwrap(), model);
     assert_eq!(buf.stats().evictions, 0);
     assert_eq!(&buf.read_range(5..10).unwrap()[..], expected(&model, 5, 5));
+}
+
+// ---- Budgets smaller than the window: the window shrinks, but never under a reader ----
+
+const BIG_WINDOW: u64 = 1 << 40;
+
+/// A live stream whose window is larger than its budgets: `ram` segments of RAM, `disk` on disk.
+fn squeezed(len: u64, ram: usize, disk: u64) -> StreamBuffer {
+    StreamBuffer::builder()
+        .segment_size(SEGMENT)
+        .memory_budget(ram * SEGMENT)
+        .disk_budget(disk * SEGMENT as u64)
+        .window(BIG_WINDOW)
+        .build(Generated {
+            seed: 11,
+            pos: 0,
+            len,
+            max_read: 7_000,
+        })
+        .unwrap()
+}
+
+/// The budgets hold: at most the RAM budget plus the segment being filled and one spare buffer,
+/// and never more than the disk budget in the spill file.
+fn assert_within_budgets(buf: &StreamBuffer, ram: usize, disk: u64) {
+    let st = buf.stats();
+    assert!(
+        st.memory_bytes <= (ram + 2) as u64 * SEGMENT as u64,
+        "RAM over budget: {st:?}"
+    );
+    assert!(
+        st.spilled_bytes <= disk * SEGMENT as u64,
+        "disk over budget: {st:?}"
+    );
+}
+
+fn window_error(err: &io::Error) -> Option<&Error> {
+    err.get_ref().and_then(|e| e.downcast_ref::<Error>())
+}
+
+#[test]
+fn without_readers_full_budgets_shrink_the_window() {
+    let (ram, disk) = (3, 5);
+    let buf = squeezed(4 << 20, ram, disk);
+    let mut dst = vec![0u8; 40_000];
+    let mut offset = 0;
+    while offset < 4 << 20 {
+        let n = buf.read_at(offset, &mut dst).unwrap();
+        check_generated(11, offset, &dst[..n]);
+        assert_within_budgets(&buf, ram, disk);
+        offset += n as u64;
+    }
+    let st = buf.stats();
+    assert_eq!(st.writer_waits, 0, "nobody held anything: {st:?}");
+    assert!(st.evictions > 200, "{st:?}");
+    // What the budgets could not keep is behind the window now.
+    let err = buf.read_at(0, &mut [0u8; 1]).unwrap_err();
+    assert!(
+        matches!(
+            window_error(&err),
+            Some(Error::BehindWindow { offset: 0, .. })
+        ),
+        "{err}"
+    );
+    // The last few segments are still there.
+    let mut tail = vec![0u8; 2 * SEGMENT];
+    buf.read_exact_at((4 << 20) - tail.len() as u64, &mut tail)
+        .unwrap();
+    check_generated(11, (4 << 20) - tail.len() as u64, &tail);
+}
+
+#[test]
+fn a_slow_cursor_makes_the_writer_wait_instead_of_losing_its_bytes() {
+    let (ram, disk) = (2, 3);
+    let len = 3 << 20;
+    let buf = squeezed(len, ram, disk);
+    let cursor = buf.reader();
+    let watched = buf.clone();
+    within(Duration::from_secs(60), move || {
+        thread::scope(|s| {
+            // A reader far ahead: it drives the writer, which must wait for the cursor.
+            let ahead = watched.clone();
+            s.spawn(move || {
+                let mut dst = vec![0u8; 30_000];
+                let mut offset = len / 2;
+                while offset < len {
+                    let n = ahead.read_at(offset, &mut dst).unwrap();
+                    check_generated(11, offset, &dst[..n]);
+                    offset += n as u64;
+                }
+            });
+            // The cursor reads every byte, slowly, and never finds one dropped.
+            s.spawn(move || {
+                let mut cursor = cursor;
+                let mut chunk = vec![0u8; 20_000];
+                let mut pos = 0;
+                loop {
+                    let n = cursor.read(&mut chunk).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    check_generated(11, pos, &chunk[..n]);
+                    pos += n as u64;
+                    thread::sleep(Duration::from_micros(200));
+                }
+                assert_eq!(pos, len);
+            });
+            // Meanwhile the budgets hold.
+            while watched.len().is_none() {
+                assert_within_budgets(&watched, ram, disk);
+                thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let st = watched.stats();
+        assert!(st.writer_waits > 0, "the writer never waited: {st:?}");
+        assert_within_budgets(&watched, ram, disk);
+    });
+}
+
+#[test]
+fn a_thread_never_waits_for_its_own_cursor() {
+    let (ram, disk) = (2, 2);
+    let buf = squeezed(2 << 20, ram, disk);
+    within(Duration::from_secs(30), move || {
+        let mut idle = buf.reader();
+        let mut head = [0u8; 100];
+        idle.read_exact(&mut head).unwrap();
+        check_generated(11, 0, &head);
+        // The cursor buffered its first 8 KiB: it needs the buffer again from there.
+        let held_at = idle.position() + idle.fill_buf().unwrap().len() as u64;
+        let far = 20 * SEGMENT as u64;
+        let err = buf.read_at(far, &mut [0u8; 10]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        match window_error(&err) {
+            Some(Error::WindowFull { needed, held }) => {
+                assert_eq!(*held, held_at, "{err}");
+                assert!(*needed > far, "{err}");
+            }
+            other => panic!("expected WindowFull, got {other:?}: {err}"),
+        }
+        // The cursor itself may go anywhere: its hold moves with it.
+        idle.seek(SeekFrom::Start(far)).unwrap();
+        let mut dst = [0u8; 10];
+        idle.read_exact(&mut dst).unwrap();
+        check_generated(11, far, &dst);
+        // Once the cursor is gone, nothing holds the window back.
+        drop(idle);
+        let mut dst = vec![0u8; 3 * SEGMENT];
+        buf.read_exact_at(2 * far, &mut dst).unwrap();
+        check_generated(11, 2 * far, &dst);
+        assert_within_budgets(&buf, ram, disk);
+    });
+}
+
+#[test]
+fn dropping_a_cursor_releases_a_waiting_writer() {
+    let (ram, disk) = (2, 0);
+    let buf = squeezed(1 << 20, ram, disk);
+    let cursor = buf.reader(); // held at 0, by this thread
+    let reader = buf.clone();
+    let far = thread::spawn(move || {
+        let mut dst = vec![0u8; 1000];
+        reader.read_exact_at(10 * SEGMENT as u64, &mut dst).unwrap();
+        check_generated(11, 10 * SEGMENT as u64, &dst);
+    });
+    // Wait (bounded) until the other thread's writer is stuck behind the cursor.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while buf.stats().writer_waits == 0 {
+        assert!(Instant::now() < deadline, "the writer never waited");
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!far.is_finished());
+    drop(cursor);
+    within(Duration::from_secs(30), move || far.join().unwrap());
+    assert_within_budgets(&buf, ram, disk);
+}
+
+#[test]
+fn a_read_larger_than_the_budgets_completes_piece_by_piece() {
+    let (ram, disk) = (2, 2);
+    let buf = squeezed(2 << 20, ram, disk);
+    let mut dst = vec![0u8; 30 * SEGMENT];
+    within(Duration::from_secs(30), move || {
+        buf.read_exact_at(5000, &mut dst).unwrap();
+        check_generated(11, 5000, &dst);
+        assert_within_budgets(&buf, ram, disk);
+        // Waiting for such a range cannot work: it must all be kept at once.
+        let err = buf
+            .wait_for(1 << 20..(1 << 20) + 30 * SEGMENT as u64)
+            .unwrap_err();
+        assert!(
+            matches!(window_error(&err), Some(Error::WindowFull { held, .. }) if *held == 1 << 20),
+            "{err}"
+        );
+        // A range that fits is fine.
+        let got = buf
+            .read_range(1 << 20..(1 << 20) + 2 * SEGMENT as u64)
+            .unwrap();
+        check_generated(11, 1 << 20, &got);
+    });
+}
+
+// ---- Model test: random windows, budgets and operations, single-threaded ----
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        ReadAt { offset: u64, len: usize },
+        WaitFor { offset: u64, len: u64 },
+        CursorRead { cursor: usize, len: usize },
+        Seek { cursor: usize, to: u64 },
+        NewCursor,
+        DropCursor { cursor: usize },
+    }
+
+    #[derive(Debug, Clone)]
+    struct Setup {
+        len: usize,
+        seed: u64,
+        segment_shift: u32,
+        ram: usize,
+        disk: u64,
+        /// In segments; `None`: larger than any stream here.
+        window: Option<u64>,
+        max_read: usize,
+    }
+
+    fn setup() -> impl Strategy<Value = Setup> {
+        (
+            0usize..200_000,
+            any::<u64>(),
+            8u32..=12,
+            0usize..=4,
+            0u64..=4,
+            prop::option::of(0u64..=12),
+            1usize..20_000,
+        )
+            .prop_map(
+                |(len, seed, segment_shift, ram, disk, window, max_read)| Setup {
+                    len,
+                    seed,
+                    segment_shift,
+                    ram,
+                    disk,
+                    window,
+                    max_read,
+                },
+            )
+    }
+
+    fn op(len: usize) -> impl Strategy<Value = Op> {
+        let offset = 0..=len as u64 + 5_000;
+        prop_oneof![
+            3 => (offset.clone(), 0usize..30_000).prop_map(|(offset, len)| Op::ReadAt { offset, len }),
+            1 => (offset.clone(), 0u64..20_000).prop_map(|(offset, len)| Op::WaitFor { offset, len }),
+            6 => (0usize..3, 0usize..20_000).prop_map(|(cursor, len)| Op::CursorRead { cursor, len }),
+            1 => (0usize..3, offset).prop_map(|(cursor, to)| Op::Seek { cursor, to }),
+            1 => Just(Op::NewCursor),
+            1 => (0usize..3).prop_map(|cursor| Op::DropCursor { cursor }),
+        ]
+    }
+
+    struct Cursor {
+        reader: sparsebuf::Reader,
+        pos: u64,
+        /// Read on from where its last read ended, with no seek since.
+        sequential: bool,
+    }
+
+    /// The error a windowed buffer may give instead of bytes, or a test failure.
+    fn allowed(
+        err: &io::Error,
+        range: (u64, u64),
+        others: &[(u64, u64)],
+        own_range_held: bool,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{}", err);
+        match window_error(err) {
+            Some(Error::BehindWindow {
+                offset,
+                window_start,
+            }) => {
+                prop_assert!(offset < window_start, "{}", err);
+                prop_assert!(
+                    (range.0..range.1.max(range.0 + 1)).contains(offset),
+                    "{}",
+                    err
+                );
+            }
+            Some(Error::WindowFull { held, needed }) => {
+                // Held by another cursor of this thread (its position up to its buffered
+                // chunk's end), or by the call itself if it must keep its whole range.
+                let by_other = others.iter().any(|&(pos, end)| (pos..=end).contains(held));
+                let by_self = own_range_held && *held == range.0;
+                prop_assert!(by_other || by_self, "{} (others {:?})", err, others);
+                prop_assert!(*needed > *held, "{}", err);
+            }
+            _ => prop_assert!(false, "unexpected error {}", err),
+        }
+        Ok(())
+    }
+
+    fn run(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let model = common::data(s.len, s.seed);
+        let total = model.len() as u64;
+        let segment = 1usize << s.segment_shift;
+        let window = s.window.map_or(1 << 40, |w| w * segment as u64);
+        let buf = StreamBuffer::builder()
+            .segment_size(segment)
+            .memory_budget(s.ram * segment)
+            .disk_budget(s.disk * segment as u64)
+            .window(window)
+            .build(common::Scripted::new(model.clone(), s.max_read))
+            .unwrap();
+        let mut cursors: Vec<Cursor> = Vec::new();
+        // A cursor's hold: from its position to at most one buffered chunk past it.
+        let holds = |cursors: &[Cursor], except: Option<usize>| -> Vec<(u64, u64)> {
+            cursors
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != except)
+                .map(|(_, c)| (c.pos, c.pos + 8192))
+                .collect()
+        };
+        for op in ops {
+            match op {
+                Op::ReadAt { offset, len } => {
+                    let mut dst = vec![0u8; len];
+                    match buf.read_at(offset, &mut dst) {
+                        Ok(n) => prop_assert_eq!(&dst[..n], expected(&model, offset, len)),
+                        Err(e) => allowed(
+                            &e,
+                            (offset, offset + len as u64),
+                            &holds(&cursors, None),
+                            false,
+                        )?,
+                    }
+                }
+                Op::WaitFor { offset, len } => match buf.wait_for(offset..offset + len) {
+                    Ok(end) => prop_assert_eq!(end, (offset + len).min(total).max(offset)),
+                    Err(e) => allowed(&e, (offset, offset + len), &holds(&cursors, None), true)?,
+                },
+                Op::CursorRead { cursor, len } => {
+                    if cursors.is_empty() {
+                        continue;
+                    }
+                    let i = cursor % cursors.len();
+                    let others = holds(&cursors, Some(i));
+                    let c = &mut cursors[i];
+                    let mut dst = vec![0u8; len];
+                    match c.reader.read(&mut dst) {
+                        Ok(n) => {
+                            let want = expected(&model, c.pos, len);
+                            prop_assert!(n <= want.len());
+                            prop_assert!(n > 0 || want.is_empty() || len == 0);
+                            prop_assert_eq!(&dst[..n], &want[..n]);
+                            c.pos += n as u64;
+                            c.sequential = true;
+                        }
+                        Err(e) => {
+                            // With the window larger than the stream, a cursor reading on
+                            // never loses its bytes: the writer waits (or refuses) instead.
+                            if s.window.is_none() && c.sequential {
+                                prop_assert!(
+                                    matches!(window_error(&e), Some(Error::WindowFull { .. })),
+                                    "a sequential cursor lost its bytes: {}",
+                                    e
+                                );
+                            }
+                            allowed(&e, (c.pos, c.pos + len as u64), &others, false)?;
+                        }
+                    }
+                    prop_assert_eq!(c.reader.position(), c.pos);
+                }
+                Op::Seek { cursor, to } => {
+                    if let Some(c) = cursors.get_mut(cursor) {
+                        prop_assert_eq!(c.reader.seek(SeekFrom::Start(to)).unwrap(), to);
+                        c.pos = to;
+                        c.sequential = false;
+                    }
+                }
+                Op::NewCursor => cursors.push(Cursor {
+                    reader: buf.reader(),
+                    pos: 0,
+                    sequential: false,
+                }),
+                Op::DropCursor { cursor } => {
+                    if cursor < cursors.len() {
+                        cursors.remove(cursor);
+                    }
+                }
+            }
+            let st = buf.stats();
+            let ceiling = (s.ram.max(1) + 2) as u64 * segment as u64;
+            prop_assert!(st.memory_bytes <= ceiling, "RAM over budget: {:?}", st);
+            prop_assert!(
+                st.spilled_bytes <= s.disk * segment as u64,
+                "disk over budget: {:?}",
+                st
+            );
+            prop_assert_eq!(st.spill_errors, 0);
+        }
+        // With no cursor left, nothing holds the stream back.
+        drop(cursors);
+        prop_assert_eq!(buf.fill_to_end().unwrap(), total);
+        // The last byte is kept unless the window is empty or the budgets hold no more than
+        // the segment being filled (which the writer makes room for before it knows that
+        // the stream has ended).
+        if total > 0 && s.ram > 0 && s.ram as u64 + s.disk >= 2 && s.window != Some(0) {
+            let mut last = [0u8; 1];
+            prop_assert_eq!(buf.read_at(total - 1, &mut last).unwrap(), 1);
+            prop_assert_eq!(last[0], model[model.len() - 1]);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+
+        #[test]
+        fn windowed_operations_match_the_model(
+            (s, ops) in setup().prop_flat_map(|s| {
+                let ops = prop::collection::vec(op(s.len), 1..24);
+                (Just(s), ops)
+            })
+        ) {
+            run(s, ops)?;
+        }
+    }
 }

@@ -1,0 +1,190 @@
+//! Holds: where the readers of a windowed stream still need bytes.
+//!
+//! A live stream's window ([`Builder::window`](crate::Builder::window)) may be larger than its
+//! budgets can keep. The writer then makes room by dropping the oldest segment, but never one a
+//! reader still needs: each [`Reader`](crate::Reader) holds the offset of the next byte it will
+//! ask the buffer for, and a `read_at` in progress holds the offset it has copied up to. When
+//! every droppable segment is held, the writer gives up its role and waits here until a hold
+//! moves or goes away; that is the backpressure of a bounded window.
+//!
+//! A thread must not wait for itself. Each hold remembers the thread that last moved it, and a
+//! thread that would wait on a hold of its own gets an error instead (see
+//! [`Error::WindowFull`](crate::Error::WindowFull)).
+
+use crate::sync::{current_thread, Condvar, Mutex, ThreadId};
+
+/// The holds of one buffer. Lock order: taken last (after the tiers lock), never held while
+/// taking another lock.
+pub(crate) struct Holds {
+    inner: Mutex<Inner>,
+    moved: Condvar,
+}
+
+struct Inner {
+    next_id: u64,
+    entries: Vec<Entry>,
+    /// A writer found every droppable segment held: the next change must wake it.
+    waiting: bool,
+    /// Bumped, under the lock, by each change made while a writer was waiting.
+    generation: u64,
+}
+
+struct Entry {
+    id: u64,
+    at: u64,
+    thread: ThreadId,
+}
+
+/// The writer cannot drop the segment it needs to: some reader still needs its bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Blocked {
+    /// Pass to [`Holds::wait`].
+    pub(crate) generation: u64,
+    /// A blocking hold made by the calling thread itself, if any: waiting would never end.
+    pub(crate) own: Option<u64>,
+}
+
+impl Holds {
+    pub(crate) fn new() -> Self {
+        Holds {
+            inner: Mutex::new(Inner {
+                next_id: 0,
+                entries: Vec::new(),
+                waiting: false,
+                generation: 0,
+            }),
+            moved: Condvar::new(),
+        }
+    }
+
+    /// A new hold at `at`, owned by the calling thread; returns its id.
+    pub(crate) fn add(&self, at: u64) -> u64 {
+        let mut inner = self.inner.lock();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.entries.push(Entry {
+            id,
+            at,
+            thread: current_thread(),
+        });
+        id
+    }
+
+    /// Moves hold `id` to `at`, now owned by the calling thread.
+    pub(crate) fn set(&self, id: u64, at: u64) {
+        let mut inner = self.inner.lock();
+        if let Some(entry) = inner.entries.iter_mut().find(|e| e.id == id) {
+            entry.at = at;
+            entry.thread = current_thread();
+        }
+        self.changed(inner);
+    }
+
+    /// Removes hold `id`.
+    pub(crate) fn remove(&self, id: u64) {
+        let mut inner = self.inner.lock();
+        inner.entries.retain(|e| e.id != id);
+        self.changed(inner);
+    }
+
+    fn changed(&self, mut inner: crate::sync::MutexGuard<'_, Inner>) {
+        if inner.waiting {
+            inner.waiting = false;
+            inner.generation += 1;
+            drop(inner);
+            self.moved.notify_all();
+        }
+    }
+
+    /// Whether the bytes `[from, to)` may be dropped: no hold lies in them. Holds before `from`
+    /// are ignored (their bytes are gone already; their next read fails). If some hold is
+    /// there, the next change of any hold will wake [`wait`](Holds::wait).
+    pub(crate) fn check(&self, from: u64, to: u64) -> Result<(), Blocked> {
+        let mut inner = self.inner.lock();
+        let mut blocking = inner.entries.iter().filter(|e| (from..to).contains(&e.at));
+        let Some(first) = blocking.next() else {
+            return Ok(());
+        };
+        let me = current_thread();
+        let own = std::iter::once(first)
+            .chain(blocking)
+            .find(|e| e.thread == me)
+            .map(|e| e.at);
+        inner.waiting = true;
+        Err(Blocked {
+            generation: inner.generation,
+            own,
+        })
+    }
+
+    /// Sleeps until a hold changes after [`check`](Holds::check) returned `generation`.
+    pub(crate) fn wait(&self, generation: u64) {
+        let mut inner = self.inner.lock();
+        while inner.generation == generation {
+            self.moved.wait(&mut inner);
+        }
+    }
+}
+
+/// A hold for the duration of one call (`read_at`, `wait_for`), removed when dropped.
+pub(crate) struct Held<'a> {
+    holds: &'a Holds,
+    id: u64,
+}
+
+impl<'a> Held<'a> {
+    pub(crate) fn new(holds: &'a Holds, at: u64) -> Self {
+        Held {
+            id: holds.add(at),
+            holds,
+        }
+    }
+
+    pub(crate) fn set(&self, at: u64) {
+        self.holds.set(self.id, at);
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.holds.remove(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::Arc;
+
+    #[test]
+    fn holds_in_the_range_block_and_name_their_thread() {
+        let holds = Holds::new();
+        let a = holds.add(100);
+        assert!(holds.check(0, 100).is_ok());
+        assert!(holds.check(101, 200).is_ok());
+        let blocked = holds.check(0, 101).unwrap_err();
+        assert_eq!(blocked.own, Some(100));
+        holds.set(a, 300);
+        assert!(holds.check(0, 101).is_ok());
+        holds.remove(a);
+        assert!(holds.check(0, u64::MAX).is_ok());
+    }
+
+    #[test]
+    fn a_hold_of_another_thread_is_not_own_and_its_move_wakes_the_wait() {
+        let holds = Arc::new(Holds::new());
+        let id = {
+            let holds = holds.clone();
+            std::thread::spawn(move || holds.add(10)).join().unwrap()
+        };
+        let blocked = holds.check(0, 64).unwrap_err();
+        assert_eq!(blocked.own, None);
+        let mover = {
+            let holds = holds.clone();
+            std::thread::spawn(move || holds.set(id, 64))
+        };
+        holds.wait(blocked.generation); // would block forever if the move were missed
+        mover.join().unwrap();
+        assert!(holds.check(0, 64).is_ok());
+    }
+}
