@@ -615,7 +615,7 @@ impl StreamBuffer {
             segments_in_memory: state.index.in_memory,
             segments_spilled: state.index.spilled,
             source_bytes: shared.source_bytes.load(Ordering::Relaxed),
-            holes: state.index.holes(),
+            holes: state.index.holes(state.window_start),
             refetched_bytes: shared.refetched_bytes.load(Ordering::Relaxed),
             read_ahead_hits: shared.read_ahead_hits.load(Ordering::Relaxed),
             evictions: shared.evictions.load(Ordering::Relaxed),

@@ -164,8 +164,11 @@ impl Builder {
     /// bounded channel: a cursor nobody reads stalls the stream.
     /// [`Stats::writer_waits`](crate::Stats::writer_waits) counts the waits.
     ///
-    /// A thread never waits for itself: if the reader in the way was last used on the calling
-    /// thread, the read fails with [`Error::WindowFull`](crate::Error::WindowFull) instead.
+    /// A thread never waits for itself: a cursor belongs to the thread that last read from it
+    /// or seeked it (until then, the thread that created or cloned it), and if a cursor in the
+    /// way belongs to the calling thread, the read fails with
+    /// [`Error::WindowFull`](crate::Error::WindowFull) instead. So create a cursor on the
+    /// thread that will read it (or use it there before others read ahead).
     /// Likewise [`wait_for`](crate::StreamBuffer::wait_for) and
     /// [`read_range`](crate::StreamBuffer::read_range) of more than the budgets can hold at
     /// once (a plain `read_at` of any size works: it copies piece by piece).

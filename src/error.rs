@@ -74,8 +74,8 @@ pub enum Error {
     },
     /// A read of a live stream ([`Builder::window`](crate::Builder::window)) needs bytes the
     /// source has not produced yet, the budgets are full, and the oldest kept bytes are still
-    /// needed by a [`Reader`](crate::Reader) (or a read in progress) last used on the calling
-    /// thread. The writer would wait for that reader to move on, and it never would: the
+    /// needed by a [`Reader`](crate::Reader) (or a read in progress) of the calling thread:
+    /// last read or seeked there, or, if never used, created there. The writer would wait for that reader to move on, and it never would: the
     /// thread is busy here. Its kind is [`InvalidInput`](io::ErrorKind::InvalidInput). Read
     /// on from that cursor, drop it, or give the buffer larger budgets. (A `read_at` or
     /// `wait_for` range larger than the budgets can hold at once also gets it.)

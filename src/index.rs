@@ -219,11 +219,12 @@ impl Index {
         self.evicted.remove(&segment)
     }
 
-    /// Unfilled gaps between filled runs (a stream filled from 0 onwards has none).
-    pub(crate) fn holes(&self) -> u64 {
+    /// Unfilled gaps between filled runs that start at or after `start`, where the kept bytes
+    /// begin (0, or a windowed stream's window start): a stream filled from there on has none.
+    pub(crate) fn holes(&self, start: u64) -> u64 {
         let runs = self.filled.iter().count() as u64;
-        let from_zero = self.filled.first().is_some_and(|r| r.start == 0);
-        runs - u64::from(from_zero)
+        let from_start = self.filled.first().is_some_and(|r| r.start <= start);
+        runs - u64::from(from_start)
     }
 
     /// Marks a filling segment complete: its bytes become an immutable [`Resident`].

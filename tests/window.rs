@@ -532,3 +532,41 @@ mod model {
         }
     }
 }
+
+#[test]
+fn a_cursor_moved_to_another_thread_belongs_to_it_once_used_there() {
+    let (ram, disk) = (2, 1);
+    let buf = squeezed(1 << 20, ram, disk);
+    let cursor = buf.reader(); // created here: this thread's until used elsewhere
+    let (used, used_rx) = std::sync::mpsc::channel();
+    let watched = buf.clone();
+    let reader = thread::spawn(move || {
+        let mut cursor = cursor;
+        let mut dst = vec![0u8; 1000];
+        cursor.read_exact(&mut dst).unwrap();
+        check_generated(11, 0, &dst);
+        used.send(()).unwrap();
+        // Let the main thread block behind this cursor, then read on.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while watched.stats().writer_waits == 0 {
+            assert!(Instant::now() < deadline, "the writer never waited");
+            thread::sleep(Duration::from_millis(1));
+        }
+        let mut rest = Vec::new();
+        cursor.read_to_end(&mut rest).unwrap();
+        check_generated(11, 1000, &rest);
+        assert_eq!(rest.len(), (1 << 20) - 1000);
+    });
+    used_rx.recv().unwrap();
+    within(Duration::from_secs(30), move || {
+        // Not this thread's cursor any more: this read waits for it instead of failing.
+        let mut dst = vec![0u8; 100];
+        let far = 10 * SEGMENT as u64;
+        buf.read_exact_at(far, &mut dst).unwrap();
+        check_generated(11, far, &dst);
+        reader.join().unwrap();
+        let st = buf.stats();
+        assert!(st.writer_waits > 0, "{st:?}");
+        assert_eq!(st.holes, 0, "the dropped start is not a hole: {st:?}");
+    });
+}
