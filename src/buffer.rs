@@ -1018,6 +1018,33 @@ mod tests {
         assert_eq!(buf.read_range(0..3000).unwrap(), data);
     }
 
+    /// The slot table follows the kept segments: a live stream's stays small however far it
+    /// runs (it once grew by a slot per segment streamed).
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "minutes under miri; slots::tests checks the paging there"
+    )]
+    fn a_windowed_streams_slot_table_stays_bounded() {
+        // 512 pages' worth of 256-byte segments.
+        let len = 8 << 20;
+        let buf = StreamBuffer::builder()
+            .segment_size(256)
+            .memory_budget(4096)
+            .window(16 << 10)
+            .spill_storage(HeapStorage::default())
+            .build(io::Cursor::new(pattern(len)))
+            .unwrap();
+        let mut r = buf.reader();
+        let mut chunk = vec![0u8; 10_000];
+        let mut most = 0;
+        while r.read(&mut chunk).unwrap() > 0 {
+            most = most.max(buf.shared.state.read().index.slot_pages());
+        }
+        // 16 KiB of 256-byte segments is 64 slots: one page, two where it straddles.
+        assert!(most <= 3, "{most} pages for {} segments", len / 256);
+    }
+
     #[test]
     fn debug_shows_the_frontier_length_and_tiers() {
         let buf = StreamBuffer::builder()

@@ -9,6 +9,7 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 use rangemap::RangeSet;
 
+use crate::slots::SlotTable;
 use crate::spill::SpillStorage;
 use crate::sync::{AtomicBool, Ordering};
 
@@ -89,13 +90,14 @@ pub(crate) struct Index {
     /// End of the filled run that starts at 0 (0 if byte 0 is not filled): an O(1) answer for
     /// the common case, a forward-only stream read behind its frontier.
     prefix_end: u64,
-    slots: Vec<Slot>,
+    slots: SlotTable,
     pub(crate) filled_bytes: u64,
     pub(crate) in_memory: u64,
     pub(crate) spilled: u64,
     pub(crate) spilled_bytes: u64,
-    /// Segments evicted and not fetched again since: fetching one is a re-fetch.
-    evicted: std::collections::BTreeSet<u64>,
+    /// Segments evicted and not fetched again since: fetching one is a re-fetch. Runs of
+    /// segment numbers, so a scan that evicts in order costs one entry.
+    evicted: RangeSet<u64>,
 }
 
 impl Index {
@@ -104,12 +106,12 @@ impl Index {
             shift: segment_shift,
             filled: RangeSet::new(),
             prefix_end: 0,
-            slots: Vec::new(),
+            slots: SlotTable::default(),
             filled_bytes: 0,
             in_memory: 0,
             spilled: 0,
             spilled_bytes: 0,
-            evicted: Default::default(),
+            evicted: RangeSet::new(),
         }
     }
 
@@ -142,17 +144,16 @@ impl Index {
         self.filled.get(&offset).map(|r| r.end)
     }
 
-    /// The slot of `segment`.
-    pub(crate) fn slot(&self, segment: u64) -> Option<&Slot> {
-        self.slots.get(usize::try_from(segment).ok()?)
+    /// Pages of the slot table in use (for tests of its size).
+    #[cfg(test)]
+    pub(crate) fn slot_pages(&self) -> usize {
+        self.slots.pages()
     }
 
-    fn slot_mut(&mut self, segment: u64) -> &mut Slot {
-        let i = segment as usize;
-        if self.slots.len() <= i {
-            self.slots.resize_with(i + 1, || Slot::Absent);
-        }
-        &mut self.slots[i]
+    /// The slot of `segment` (`None`: absent).
+    #[inline]
+    pub(crate) fn slot(&self, segment: u64) -> Option<&Slot> {
+        self.slots.get(segment)
     }
 
     /// Publishes `piece`, the bytes `range` of `segment`, appending them to its filling prefix.
@@ -160,14 +161,17 @@ impl Index {
         if range.is_empty() {
             return;
         }
-        let slot = self.slot_mut(segment);
-        match slot {
-            Slot::Filling(prefix) => prefix.unsplit(piece),
+        let new = self.slots.update(segment, |slot| match slot {
+            Slot::Filling(prefix) => {
+                prefix.unsplit(piece);
+                false
+            }
             _ => {
                 *slot = Slot::Filling(piece);
-                self.in_memory += 1;
+                true
             }
-        }
+        });
+        self.in_memory += u64::from(new);
         self.mark_filled(range);
     }
 
@@ -183,15 +187,16 @@ impl Index {
 
     /// Claims an absent segment for a range-source fetch.
     pub(crate) fn claim(&mut self, segment: u64) {
-        *self.slot_mut(segment) = Slot::Fetching;
+        self.slots.update(segment, |slot| *slot = Slot::Fetching);
     }
 
     /// Gives a claimed segment back, unfilled.
     pub(crate) fn abandon(&mut self, segment: u64) {
-        let slot = self.slot_mut(segment);
-        if matches!(slot, Slot::Fetching) {
-            *slot = Slot::Absent;
-        }
+        self.slots.update(segment, |slot| {
+            if matches!(slot, Slot::Fetching) {
+                *slot = Slot::Absent;
+            }
+        });
     }
 
     /// Publishes a whole fetched segment (`range` are its bytes) straight into memory; returns
@@ -209,14 +214,20 @@ impl Index {
         }
         // Referenced from the start: the reader that fetched it is about to copy from it, and
         // CLOCK must not evict it before (a fresh fetch gets one pass of the hand).
-        *self.slot_mut(segment) = Slot::Memory(Resident {
-            data,
-            prefetched: AtomicBool::new(prefetched),
-            referenced: AtomicBool::new(true),
+        self.slots.update(segment, |slot| {
+            *slot = Slot::Memory(Resident {
+                data,
+                prefetched: AtomicBool::new(prefetched),
+                referenced: AtomicBool::new(true),
+            })
         });
         self.in_memory += 1;
         self.mark_filled(range);
-        self.evicted.remove(&segment)
+        let refetched = self.evicted.contains(&segment);
+        if refetched {
+            self.evicted.remove(segment..segment + 1);
+        }
+        refetched
     }
 
     /// Unfilled gaps between filled runs that start at or after `start`, where the kept bytes
@@ -230,29 +241,42 @@ impl Index {
     /// Marks a filling segment complete: its bytes become an immutable [`Resident`].
     /// Returns whether there was anything to seal.
     pub(crate) fn seal(&mut self, segment: u64) -> bool {
-        let slot = self.slot_mut(segment);
-        if let Slot::Filling(prefix) = std::mem::replace(slot, Slot::Absent) {
-            *slot = Slot::Memory(Resident {
-                data: prefix.freeze(),
-                prefetched: AtomicBool::new(false),
-                referenced: AtomicBool::new(false),
-            });
-            return true;
-        }
-        false
+        self.slots.update(segment, |slot| {
+            match std::mem::replace(slot, Slot::Absent) {
+                Slot::Filling(prefix) => {
+                    *slot = Slot::Memory(Resident {
+                        data: prefix.freeze(),
+                        prefetched: AtomicBool::new(false),
+                        referenced: AtomicBool::new(false),
+                    });
+                    true
+                }
+                other => {
+                    *slot = other;
+                    false
+                }
+            }
+        })
     }
 
     /// Records that `segment` now lives in the spill storage; returns its RAM buffer.
     pub(crate) fn move_to_disk(&mut self, segment: u64) -> Option<Bytes> {
-        let slot = self.slot_mut(segment);
-        let Slot::Memory(resident) = std::mem::replace(slot, Slot::Absent) else {
-            return None;
-        };
+        let resident = self.slots.update(segment, |slot| {
+            match std::mem::replace(slot, Slot::Absent) {
+                Slot::Memory(resident) => {
+                    *slot = Slot::Disk {
+                        len: resident.data.len(),
+                        referenced: AtomicBool::new(false),
+                    };
+                    Some(resident)
+                }
+                other => {
+                    *slot = other;
+                    None
+                }
+            }
+        })?;
         let len = resident.data.len();
-        *slot = Slot::Disk {
-            len,
-            referenced: AtomicBool::new(false),
-        };
         self.in_memory -= 1;
         self.spilled += 1;
         self.spilled_bytes += len as u64;
@@ -273,20 +297,25 @@ impl Index {
     /// when read (and count a re-fetch); a stream's window drops it for good.
     pub(crate) fn evict(&mut self, segment: u64, refetch: bool) -> Option<Evicted> {
         let start = segment << self.shift;
-        let slot = self.slot_mut(segment);
-        let (len, evicted) = match std::mem::replace(slot, Slot::Absent) {
-            Slot::Memory(resident) => {
+        let evicted = self.slots.update(segment, |slot| {
+            match std::mem::replace(slot, Slot::Absent) {
+                Slot::Memory(resident) => Some(Evicted::Ram(resident.data)),
+                Slot::Disk { len, .. } => Some(Evicted::Disk { len }),
+                other => {
+                    *slot = other;
+                    None
+                }
+            }
+        })?;
+        let len = match &evicted {
+            Evicted::Ram(data) => {
                 self.in_memory -= 1;
-                (resident.data.len(), Evicted::Ram(resident.data))
+                data.len()
             }
-            Slot::Disk { len, .. } => {
+            Evicted::Disk { len } => {
                 self.spilled -= 1;
-                self.spilled_bytes -= len as u64;
-                (len, Evicted::Disk { len })
-            }
-            other => {
-                *slot = other;
-                return None;
+                self.spilled_bytes -= *len as u64;
+                *len
             }
         };
         if len > 0 {
@@ -297,7 +326,7 @@ impl Index {
             }
         }
         if refetch {
-            self.evicted.insert(segment);
+            self.evicted.insert(segment..segment + 1);
         }
         Some(evicted)
     }

@@ -81,6 +81,7 @@ mod holds;
 mod index;
 mod reader;
 mod segment;
+mod slots;
 mod source;
 mod spill;
 mod stats;

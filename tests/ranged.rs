@@ -243,6 +243,26 @@ fn an_unknown_length_is_found_at_the_end() {
 }
 
 #[test]
+fn far_reads_of_an_unknown_length_only_find_the_end() {
+    // Once a panic: the slot table was a Vec grown up to the segment read.
+    let model = data(10_000, 6);
+    for far in [1u64 << 50, u64::MAX - 10, u64::MAX - 300_000] {
+        let mut probe = Probe::new(model.clone());
+        probe.hide_len = true;
+        let buf = StreamBuffer::builder()
+            .segment_size(256)
+            .build_ranged(probe)
+            .unwrap();
+        let mut dst = [0u8; 10];
+        assert_eq!(buf.read_at(far, &mut dst).unwrap(), 0, "at {far}");
+        assert_eq!(buf.read_at(9_995, &mut dst).unwrap(), 5);
+        assert_eq!(&dst[..5], &model[9_995..]);
+        assert_eq!(buf.len(), Some(10_000));
+        assert_eq!(buf.read_range(0..u64::MAX).unwrap(), model);
+    }
+}
+
+#[test]
 fn a_declared_length_beyond_the_source_is_an_error() {
     let model = data(10_000, 6);
     let mut probe = Probe::new(model.clone());
