@@ -16,10 +16,27 @@ use sparsebuf_fuzz::{allow_scripted_panics, byte_at, FuzzRange};
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    ReadAt { offset: u32, len: u16 },
-    ReadRange { start: u32, len: u32 },
-    WaitFor { start: u32, len: u32 },
-    Cursor { offset: u32, len: u16 },
+    ReadAt {
+        offset: u32,
+        len: u16,
+    },
+    /// Anywhere in `u64`: past the end, nothing (the length is found or confirmed).
+    FarRead {
+        offset: u64,
+        len: u16,
+    },
+    ReadRange {
+        start: u32,
+        len: u32,
+    },
+    WaitFor {
+        start: u32,
+        len: u32,
+    },
+    Cursor {
+        offset: u32,
+        len: u16,
+    },
     FillToEnd,
     Fail(u8),
     Panic,
@@ -90,6 +107,22 @@ fuzz_target!(|input: Input| {
                     assert_eq!(got as u64, want(offset as u64, n as u64));
                     check(input.seed, offset as u64, &dst[..got]);
                 })
+            }
+            Op::FarRead { offset, len: n } => {
+                let mut dst = vec![0u8; n as usize];
+                match buf.read_at(offset, &mut dst) {
+                    Ok(got) => {
+                        assert_eq!(got as u64, want(offset, n as u64));
+                        check(input.seed, offset, &dst[..got]);
+                        Ok(())
+                    }
+                    // Reaching past `u64::MAX` is the caller's mistake.
+                    Err(e) if offset.checked_add(n as u64).is_none() => {
+                        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Op::ReadRange { start, len: n } => {
                 let (a, b) = (start as u64, start as u64 + n as u64);
