@@ -5,7 +5,7 @@
 mod support;
 
 use std::hint::black_box;
-use std::io::{self, Cursor, Read};
+use std::io::{self, Cursor};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -20,17 +20,6 @@ impl io::Write for CopySink {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-fn drain(r: &mut impl Read, chunk: &mut [u8]) -> u64 {
-    let mut total = 0;
-    loop {
-        let n = r.read(chunk).unwrap();
-        if n == 0 {
-            return total;
-        }
-        total += n as u64;
     }
 }
 
@@ -50,10 +39,10 @@ fn cursor(c: &mut Criterion) {
     });
     let mut chunk = vec![0u8; 64 << 10];
     group.bench_function(BenchmarkId::new("read_64k", "vec_cursor"), |b| {
-        b.iter(|| black_box(drain(&mut Cursor::new(&data), &mut chunk)))
+        b.iter(|| black_box(support::drain(&mut Cursor::new(&data), &mut chunk)))
     });
     group.bench_function(BenchmarkId::new("read_64k", "sparsebuf_reader"), |b| {
-        b.iter(|| black_box(drain(&mut buf.reader(), &mut chunk)))
+        b.iter(|| black_box(support::drain(&mut buf.reader(), &mut chunk)))
     });
     group.finish();
 }

@@ -10,7 +10,7 @@
 mod support;
 
 use std::hint::black_box;
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 use std::sync::Barrier;
 use std::thread;
 
@@ -18,17 +18,6 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use sparsebuf::StreamBuffer;
 
 const SEGMENT: usize = 64 << 10;
-
-fn drain(r: &mut impl Read, chunk: &mut [u8]) -> u64 {
-    let mut total = 0;
-    loop {
-        let n = r.read(chunk).unwrap();
-        if n == 0 {
-            return total;
-        }
-        total += n as u64;
-    }
-}
 
 /// A buffer over `data` (a fresh copy per build, as a live source would hand over new bytes).
 fn live(data: &[u8], memory: usize, disk: Option<u64>, window: Option<u64>) -> StreamBuffer {
@@ -52,7 +41,7 @@ fn window(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(len as u64));
     group.sample_size(10);
     group.bench_function(BenchmarkId::new("drain", "vec_cursor"), |b| {
-        b.iter(|| black_box(drain(&mut Cursor::new(data.to_vec()), &mut chunk)))
+        b.iter(|| black_box(support::drain(&mut Cursor::new(data.to_vec()), &mut chunk)))
     });
     let cases: [(&str, usize, Option<u64>, Option<u64>); 3] = [
         ("no_window_5m_ram", 5 << 20, None, None),
@@ -68,7 +57,7 @@ fn window(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("drain", name), |b| {
             b.iter(|| {
                 let buf = live(&data, memory, disk, win);
-                black_box(drain(&mut buf.reader(), &mut chunk))
+                black_box(support::drain(&mut buf.reader(), &mut chunk))
             })
         });
     }
@@ -94,7 +83,7 @@ fn window(c: &mut Criterion) {
                         s.spawn(move || {
                             let mut cursor = buf.reader();
                             start.wait();
-                            black_box(drain(&mut cursor, &mut vec![0u8; read]))
+                            black_box(support::drain(&mut cursor, &mut vec![0u8; read]))
                         });
                     }
                 })

@@ -7,6 +7,7 @@ use std::io::{self, BufRead, Read, Seek, SeekFrom};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::window_model::inner_error;
 use common::{check_generated, data, expected, within, Generated, Rng};
 use sparsebuf::{Error, StreamBuffer};
 
@@ -135,10 +136,6 @@ fn assert_within_budgets(buf: &StreamBuffer, ram: usize, disk: u64) {
     );
 }
 
-fn window_error(err: &io::Error) -> Option<&Error> {
-    err.get_ref().and_then(|e| e.downcast_ref::<Error>())
-}
-
 #[test]
 fn without_readers_full_budgets_shrink_the_window() {
     let (ram, disk) = (3, 5);
@@ -158,7 +155,7 @@ fn without_readers_full_budgets_shrink_the_window() {
     let err = buf.read_at(0, &mut [0u8; 1]).unwrap_err();
     assert!(
         matches!(
-            window_error(&err),
+            inner_error(&err),
             Some(Error::BehindWindow { offset: 0, .. })
         ),
         "{err}"
@@ -232,7 +229,7 @@ fn a_thread_never_waits_for_its_own_cursor() {
         let far = 20 * SEGMENT as u64;
         let err = buf.read_at(far, &mut [0u8; 10]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-        match window_error(&err) {
+        match inner_error(&err) {
             Some(Error::WindowFull { needed, held }) => {
                 assert_eq!(*held, held_at, "{err}");
                 assert!(*needed > far, "{err}");
@@ -290,7 +287,7 @@ fn a_read_larger_than_the_budgets_completes_piece_by_piece() {
             .wait_for(1 << 20..(1 << 20) + 30 * SEGMENT as u64)
             .unwrap_err();
         assert!(
-            matches!(window_error(&err), Some(Error::WindowFull { held, .. }) if *held == 1 << 20),
+            matches!(inner_error(&err), Some(Error::WindowFull { held, .. }) if *held == 1 << 20),
             "{err}"
         );
         // A range that fits is fine.
@@ -304,34 +301,12 @@ fn a_read_larger_than_the_budgets_completes_piece_by_piece() {
 // ---- Model test: random windows, budgets and operations, single-threaded ----
 
 mod model {
-    use super::*;
+    use super::common::window_model::{run_window_model, WindowOp, WindowSetup};
     use proptest::prelude::*;
 
-    #[derive(Debug, Clone)]
-    enum Op {
-        ReadAt { offset: u64, len: usize },
-        WaitFor { offset: u64, len: u64 },
-        CursorRead { cursor: usize, len: usize },
-        Seek { cursor: usize, to: u64 },
-        NewCursor,
-        DropCursor { cursor: usize },
-    }
-
-    #[derive(Debug, Clone)]
-    struct Setup {
-        len: usize,
-        seed: u64,
-        segment_shift: u32,
-        ram: usize,
-        disk: u64,
-        /// In segments; `None`: larger than any stream here.
-        window: Option<u64>,
-        max_read: usize,
-    }
-
-    fn setup() -> impl Strategy<Value = Setup> {
+    fn setup() -> impl Strategy<Value = WindowSetup> {
         (
-            0usize..200_000,
+            0u64..200_000,
             any::<u64>(),
             8u32..=12,
             0usize..=4,
@@ -339,8 +314,8 @@ mod model {
             prop::option::of(0u64..=12),
             1usize..20_000,
         )
-            .prop_map(
-                |(len, seed, segment_shift, ram, disk, window, max_read)| Setup {
+            .prop_map(|(len, seed, segment_shift, ram, disk, window, max_read)| {
+                WindowSetup {
                     len,
                     seed,
                     segment_shift,
@@ -348,174 +323,20 @@ mod model {
                     disk,
                     window,
                     max_read,
-                },
-            )
+                }
+            })
     }
 
-    fn op(len: usize) -> impl Strategy<Value = Op> {
-        let offset = 0..=len as u64 + 5_000;
+    fn op(len: u64) -> impl Strategy<Value = WindowOp> {
+        let offset = 0..=len + 5_000;
         prop_oneof![
-            3 => (offset.clone(), 0usize..30_000).prop_map(|(offset, len)| Op::ReadAt { offset, len }),
-            1 => (offset.clone(), 0u64..20_000).prop_map(|(offset, len)| Op::WaitFor { offset, len }),
-            6 => (0usize..3, 0usize..20_000).prop_map(|(cursor, len)| Op::CursorRead { cursor, len }),
-            1 => (0usize..3, offset).prop_map(|(cursor, to)| Op::Seek { cursor, to }),
-            1 => Just(Op::NewCursor),
-            1 => (0usize..3).prop_map(|cursor| Op::DropCursor { cursor }),
+            3 => (offset.clone(), 0usize..30_000).prop_map(|(offset, len)| WindowOp::ReadAt { offset, len }),
+            1 => (offset.clone(), 0u64..20_000).prop_map(|(offset, len)| WindowOp::WaitFor { offset, len }),
+            6 => (0usize..4, 0usize..20_000).prop_map(|(cursor, len)| WindowOp::CursorRead { cursor, len }),
+            1 => (0usize..4, offset).prop_map(|(cursor, to)| WindowOp::Seek { cursor, to }),
+            1 => Just(WindowOp::NewCursor),
+            1 => (0usize..4).prop_map(|cursor| WindowOp::DropCursor { cursor }),
         ]
-    }
-
-    struct Cursor {
-        reader: sparsebuf::Reader,
-        pos: u64,
-        /// Read on from where its last read ended, with no seek since.
-        sequential: bool,
-    }
-
-    /// The error a windowed buffer may give instead of bytes, or a test failure.
-    fn allowed(
-        err: &io::Error,
-        range: (u64, u64),
-        others: &[(u64, u64)],
-        own_range_held: bool,
-    ) -> Result<(), TestCaseError> {
-        prop_assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{}", err);
-        match window_error(err) {
-            Some(Error::BehindWindow {
-                offset,
-                window_start,
-            }) => {
-                prop_assert!(offset < window_start, "{}", err);
-                prop_assert!(
-                    (range.0..range.1.max(range.0 + 1)).contains(offset),
-                    "{}",
-                    err
-                );
-            }
-            Some(Error::WindowFull { held, needed }) => {
-                // Held by another cursor of this thread (its position up to its buffered
-                // chunk's end), or by the call itself if it must keep its whole range.
-                let by_other = others.iter().any(|&(pos, end)| (pos..=end).contains(held));
-                let by_self = own_range_held && *held == range.0;
-                prop_assert!(by_other || by_self, "{} (others {:?})", err, others);
-                prop_assert!(*needed > *held, "{}", err);
-            }
-            _ => prop_assert!(false, "unexpected error {}", err),
-        }
-        Ok(())
-    }
-
-    fn run(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
-        let model = common::data(s.len, s.seed);
-        let total = model.len() as u64;
-        let segment = 1usize << s.segment_shift;
-        let window = s.window.map_or(1 << 40, |w| w * segment as u64);
-        let buf = StreamBuffer::builder()
-            .segment_size(segment)
-            .memory_budget(s.ram * segment)
-            .disk_budget(s.disk * segment as u64)
-            .window(window)
-            .build(common::Scripted::new(model.clone(), s.max_read))
-            .unwrap();
-        let mut cursors: Vec<Cursor> = Vec::new();
-        // A cursor's hold: from its position to at most one buffered chunk past it.
-        let holds = |cursors: &[Cursor], except: Option<usize>| -> Vec<(u64, u64)> {
-            cursors
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| Some(*i) != except)
-                .map(|(_, c)| (c.pos, c.pos + 8192))
-                .collect()
-        };
-        for op in ops {
-            match op {
-                Op::ReadAt { offset, len } => {
-                    let mut dst = vec![0u8; len];
-                    match buf.read_at(offset, &mut dst) {
-                        Ok(n) => prop_assert_eq!(&dst[..n], expected(&model, offset, len)),
-                        Err(e) => allowed(
-                            &e,
-                            (offset, offset + len as u64),
-                            &holds(&cursors, None),
-                            false,
-                        )?,
-                    }
-                }
-                Op::WaitFor { offset, len } => match buf.wait_for(offset..offset + len) {
-                    Ok(end) => prop_assert_eq!(end, (offset + len).min(total).max(offset)),
-                    Err(e) => allowed(&e, (offset, offset + len), &holds(&cursors, None), true)?,
-                },
-                Op::CursorRead { cursor, len } => {
-                    if cursors.is_empty() {
-                        continue;
-                    }
-                    let i = cursor % cursors.len();
-                    let others = holds(&cursors, Some(i));
-                    let c = &mut cursors[i];
-                    let mut dst = vec![0u8; len];
-                    match c.reader.read(&mut dst) {
-                        Ok(n) => {
-                            let want = expected(&model, c.pos, len);
-                            prop_assert!(n <= want.len());
-                            prop_assert!(n > 0 || want.is_empty() || len == 0);
-                            prop_assert_eq!(&dst[..n], &want[..n]);
-                            c.pos += n as u64;
-                            c.sequential = true;
-                        }
-                        Err(e) => {
-                            // With the window larger than the stream, a cursor reading on
-                            // never loses its bytes: the writer waits (or refuses) instead.
-                            if s.window.is_none() && c.sequential {
-                                prop_assert!(
-                                    matches!(window_error(&e), Some(Error::WindowFull { .. })),
-                                    "a sequential cursor lost its bytes: {}",
-                                    e
-                                );
-                            }
-                            allowed(&e, (c.pos, c.pos + len as u64), &others, false)?;
-                        }
-                    }
-                    prop_assert_eq!(c.reader.position(), c.pos);
-                }
-                Op::Seek { cursor, to } => {
-                    if let Some(c) = cursors.get_mut(cursor) {
-                        prop_assert_eq!(c.reader.seek(SeekFrom::Start(to)).unwrap(), to);
-                        c.pos = to;
-                        c.sequential = false;
-                    }
-                }
-                Op::NewCursor => cursors.push(Cursor {
-                    reader: buf.reader(),
-                    pos: 0,
-                    sequential: false,
-                }),
-                Op::DropCursor { cursor } => {
-                    if cursor < cursors.len() {
-                        cursors.remove(cursor);
-                    }
-                }
-            }
-            let st = buf.stats();
-            let ceiling = (s.ram.max(1) + 2) as u64 * segment as u64;
-            prop_assert!(st.memory_bytes <= ceiling, "RAM over budget: {:?}", st);
-            prop_assert!(
-                st.spilled_bytes <= s.disk * segment as u64,
-                "disk over budget: {:?}",
-                st
-            );
-            prop_assert_eq!(st.spill_errors, 0);
-        }
-        // With no cursor left, nothing holds the stream back.
-        drop(cursors);
-        prop_assert_eq!(buf.fill_to_end().unwrap(), total);
-        // The last byte is kept unless the window is empty or the budgets hold no more than
-        // the segment being filled (which the writer makes room for before it knows that
-        // the stream has ended).
-        if total > 0 && s.ram > 0 && s.ram as u64 + s.disk >= 2 && s.window != Some(0) {
-            let mut last = [0u8; 1];
-            prop_assert_eq!(buf.read_at(total - 1, &mut last).unwrap(), 1);
-            prop_assert_eq!(last[0], model[model.len() - 1]);
-        }
-        Ok(())
     }
 
     proptest! {
@@ -528,7 +349,7 @@ mod model {
                 (Just(s), ops)
             })
         ) {
-            run(s, ops)?;
+            run_window_model(&s, &ops);
         }
     }
 }

@@ -165,3 +165,15 @@ impl Peer {
         self.reader.read_exact(dst)
     }
 }
+
+/// Reads `r` to its end in `chunk`-sized reads; returns the byte count.
+pub fn drain(r: &mut impl Read, chunk: &mut [u8]) -> u64 {
+    let mut total = 0;
+    loop {
+        let n = r.read(chunk).unwrap();
+        if n == 0 {
+            return total;
+        }
+        total += n as u64;
+    }
+}

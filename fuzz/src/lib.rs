@@ -35,6 +35,10 @@ pub fn allow_scripted_panics() {
 mod generator;
 pub use generator::{byte_at, mix};
 
+/// The live-stream window model, shared by path with `tests/window.rs`.
+#[path = "../../tests/common/window_model.rs"]
+pub mod window_model;
+
 /// How the scripted source misbehaves at a position.
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Misbehave {

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 mod faulty;
 mod generator;
+pub mod window_model;
 #[allow(unused_imports)] // each test file uses a different part of the helpers
 pub use faulty::{Fault, Faulty, ENOSPC};
-pub use generator::{byte_at, mix};
+#[allow(unused_imports)]
+pub use generator::{byte_at, check_generated, mix, Generated};
 
 /// `len` bytes of the synthetic stream `seed`, as a model to compare against.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
@@ -127,33 +129,6 @@ impl Read for Scripted {
         buf[..n].copy_from_slice(&self.data[self.pos..end]);
         self.pos = end;
         Ok(n)
-    }
-}
-
-/// A `Read` over the synthetic stream `seed`, generated on the fly (no model in memory).
-pub struct Generated {
-    pub seed: u64,
-    pub pos: u64,
-    pub len: u64,
-    pub max_read: usize,
-}
-
-impl Read for Generated {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (self.len - self.pos).min(buf.len().min(self.max_read) as u64) as usize;
-        for (i, b) in buf[..n].iter_mut().enumerate() {
-            *b = byte_at(self.seed, self.pos + i as u64);
-        }
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-/// Checks that `got`, read at `offset`, is the synthetic stream's bytes.
-pub fn check_generated(seed: u64, offset: u64, got: &[u8]) {
-    for (i, &b) in got.iter().enumerate() {
-        let pos = offset + i as u64;
-        assert_eq!(b, byte_at(seed, pos), "wrong byte at offset {pos}");
     }
 }
 
