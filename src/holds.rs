@@ -20,9 +20,11 @@ pub(crate) struct Holds {
     moved: Condvar,
 }
 
+/// The holds in a slab: a hold's id is its index, reused after it is removed, so moving a hold
+/// (once per cursor refill) is O(1) however many cursors there are.
 struct Inner {
-    next_id: u64,
-    entries: Vec<Entry>,
+    entries: Vec<Option<Entry>>,
+    free: Vec<usize>,
     /// A writer found every droppable segment held: the next change must wake it.
     waiting: bool,
     /// Bumped, under the lock, by each change made while a writer was waiting.
@@ -30,7 +32,6 @@ struct Inner {
 }
 
 struct Entry {
-    id: u64,
     at: u64,
     thread: ThreadId,
 }
@@ -48,8 +49,8 @@ impl Holds {
     pub(crate) fn new() -> Self {
         Holds {
             inner: Mutex::new(Inner {
-                next_id: 0,
                 entries: Vec::new(),
+                free: Vec::new(),
                 waiting: false,
                 generation: 0,
             }),
@@ -58,32 +59,41 @@ impl Holds {
     }
 
     /// A new hold at `at`, owned by the calling thread; returns its id.
-    pub(crate) fn add(&self, at: u64) -> u64 {
-        let mut inner = self.inner.lock();
-        let id = inner.next_id;
-        inner.next_id += 1;
-        inner.entries.push(Entry {
-            id,
+    pub(crate) fn add(&self, at: u64) -> usize {
+        let entry = Some(Entry {
             at,
             thread: current_thread(),
         });
-        id
+        let mut inner = self.inner.lock();
+        match inner.free.pop() {
+            Some(id) => {
+                inner.entries[id] = entry;
+                id
+            }
+            None => {
+                inner.entries.push(entry);
+                inner.entries.len() - 1
+            }
+        }
     }
 
     /// Moves hold `id` to `at`, now owned by the calling thread.
-    pub(crate) fn set(&self, id: u64, at: u64) {
+    pub(crate) fn set(&self, id: usize, at: u64) {
+        let thread = current_thread();
         let mut inner = self.inner.lock();
-        if let Some(entry) = inner.entries.iter_mut().find(|e| e.id == id) {
-            entry.at = at;
-            entry.thread = current_thread();
+        if let Some(Some(entry)) = inner.entries.get_mut(id) {
+            *entry = Entry { at, thread };
         }
         self.changed(inner);
     }
 
     /// Removes hold `id`.
-    pub(crate) fn remove(&self, id: u64) {
+    pub(crate) fn remove(&self, id: usize) {
         let mut inner = self.inner.lock();
-        inner.entries.retain(|e| e.id != id);
+        if let Some(entry @ Some(_)) = inner.entries.get_mut(id) {
+            *entry = None;
+            inner.free.push(id);
+        }
         self.changed(inner);
     }
 
@@ -101,7 +111,11 @@ impl Holds {
     /// there, the next change of any hold will wake [`wait`](Holds::wait).
     pub(crate) fn check(&self, from: u64, to: u64) -> Result<(), Blocked> {
         let mut inner = self.inner.lock();
-        let mut blocking = inner.entries.iter().filter(|e| (from..to).contains(&e.at));
+        let mut blocking = inner
+            .entries
+            .iter()
+            .flatten()
+            .filter(|e| (from..to).contains(&e.at));
         let Some(first) = blocking.next() else {
             return Ok(());
         };
@@ -129,7 +143,7 @@ impl Holds {
 /// A hold for the duration of one call (`read_at`, `wait_for`), removed when dropped.
 pub(crate) struct Held<'a> {
     holds: &'a Holds,
-    id: u64,
+    id: usize,
 }
 
 impl<'a> Held<'a> {
@@ -168,6 +182,22 @@ mod tests {
         assert!(holds.check(0, 101).is_ok());
         holds.remove(a);
         assert!(holds.check(0, u64::MAX).is_ok());
+    }
+
+    #[test]
+    fn removed_ids_are_reused_and_stale_ones_change_nothing() {
+        let holds = Holds::new();
+        let (a, b) = (holds.add(10), holds.add(20));
+        holds.remove(a);
+        holds.remove(a); // twice: no effect
+        let c = holds.add(30);
+        assert_eq!(c, a);
+        assert!(holds.check(0, 20).is_ok());
+        assert_eq!(holds.check(0, 21).unwrap_err().own, Some(20));
+        holds.remove(b);
+        holds.set(b, 5); // removed: no effect
+        assert!(holds.check(0, 30).is_ok());
+        assert_eq!(holds.check(30, 31).unwrap_err().own, Some(30));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub struct Reader {
     buffer: StreamBuffer,
     /// On a windowed stream, this cursor's hold: the offset of the next byte it will ask the
     /// buffer for (`pos` plus what it has buffered), which the writer will not drop.
-    hold: Option<u64>,
+    hold: Option<usize>,
     /// Stream position of the next byte `read` returns.
     pos: u64,
     /// Bytes `chunk[..end]` are the stream's bytes at `pos - start..`, so `chunk[start..end]`
