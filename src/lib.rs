@@ -20,7 +20,8 @@
 //!   [`Builder::build_ranged`]: reads fetch only the segments they need and leave holes.
 //! - **Ahead and behind**: [`Builder::read_ahead`], [`prefetch`](StreamBuffer::prefetch) and
 //!   [`wait_for`](StreamBuffer::wait_for); [`Builder::disk_budget`] (eviction) and
-//!   [`Builder::window`] (live streams).
+//!   [`Builder::window`] (live streams, whose writer waits for slow cursors when the budgets
+//!   cannot hold the window).
 //! - **Introspection**: [`Location`] (the read path's four cases), [`Stats`].
 //! - **Failures**: [`Error`], the source failures carried inside `std::io::Error` (sticky for
 //!   streams).
