@@ -75,10 +75,11 @@ pub enum Error {
     /// A read of a live stream ([`Builder::window`](crate::Builder::window)) needs bytes the
     /// source has not produced yet, the budgets are full, and the oldest kept bytes are still
     /// needed by a [`Reader`](crate::Reader) (or a read in progress) of the calling thread:
-    /// last read or seeked there, or, if never used, created there. The writer would wait for that reader to move on, and it never would: the
-    /// thread is busy here. Its kind is [`InvalidInput`](io::ErrorKind::InvalidInput). Read
-    /// on from that cursor, drop it, or give the buffer larger budgets. (A `read_at` or
-    /// `wait_for` range larger than the budgets can hold at once also gets it.)
+    /// last read or seeked there, or, if never used, created there. The writer would wait for
+    /// that reader to move on, and it never would: the thread is busy here. Its kind is
+    /// [`InvalidInput`](io::ErrorKind::InvalidInput). Read on from that cursor, drop it, or
+    /// give the buffer larger budgets. (A `wait_for` or `read_range` range larger than the
+    /// budgets can hold at once also gets it.)
     WindowFull {
         /// The offset the read needed the source to reach.
         needed: u64,

@@ -115,15 +115,13 @@ impl Holds {
             .entries
             .iter()
             .flatten()
-            .filter(|e| (from..to).contains(&e.at));
-        let Some(first) = blocking.next() else {
+            .filter(|e| (from..to).contains(&e.at))
+            .peekable();
+        if blocking.peek().is_none() {
             return Ok(());
-        };
+        }
         let me = current_thread();
-        let own = std::iter::once(first)
-            .chain(blocking)
-            .find(|e| e.thread == me)
-            .map(|e| e.at);
+        let own = blocking.find(|e| e.thread == me).map(|e| e.at);
         inner.waiting = true;
         Err(Blocked {
             generation: inner.generation,

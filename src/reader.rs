@@ -65,11 +65,15 @@ impl Reader {
         }
     }
 
+    /// The offset of the next byte this cursor will ask the buffer for: past what it buffered.
+    fn next_needed(&self) -> u64 {
+        self.pos + self.buffered() as u64
+    }
+
     /// Moves this cursor's hold (if it has one) to the next byte it will need.
     fn update_hold(&self) {
         if let Some(id) = self.hold {
-            let next = self.pos + self.buffered() as u64;
-            self.buffer.shared().holds.set(id, next);
+            self.buffer.shared().holds.set(id, self.next_needed());
         }
     }
 
@@ -187,9 +191,7 @@ impl Clone for Reader {
         let shared = self.buffer.shared();
         Reader {
             buffer: self.buffer.clone(),
-            hold: self
-                .hold
-                .map(|_| shared.holds.add(self.pos + self.buffered() as u64)),
+            hold: self.hold.map(|_| shared.holds.add(self.next_needed())),
             pos: self.pos,
             chunk: self.chunk.clone(),
             start: self.start,

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::ops::Range;
 
 use bytes::BytesMut;
 
@@ -114,7 +115,7 @@ impl Tiers {
         shared.holds.check(from, to)?;
         // Only the writer moves the window start, and it holds the tiers lock (as this does).
         shared.state.write().window_start = to;
-        self.drop_before(shared, oldest + 1);
+        self.drop_segments(shared, oldest..oldest + 1);
         Ok(true)
     }
 
@@ -140,22 +141,14 @@ impl Tiers {
         self.drop_segment(shared, segment, true);
     }
 
-    /// Drops the segments before `first_kept` for good: a stream's window moved past them.
-    /// (CLOCK rotates the lists, so old segments can be anywhere in them.)
-    pub(crate) fn drop_before(&mut self, shared: &Shared, first_kept: u64) {
-        let old: Vec<u64> = self
-            .clock
-            .iter()
-            .chain(&self.disk_clock)
-            .copied()
-            .filter(|&s| s < first_kept)
-            .collect();
-        if old.is_empty() {
-            return;
-        }
-        self.clock.retain(|&s| s >= first_kept);
-        self.disk_clock.retain(|&s| s >= first_kept);
-        for segment in old {
+    /// Drops `segments` for good: a stream's window moved past them. Each is looked up from the
+    /// front of its CLOCK list, where the oldest segments mostly are (the hand rotates the lists,
+    /// so they can be anywhere), instead of scanning both whole lists per dropped segment.
+    pub(crate) fn drop_segments(&mut self, shared: &Shared, segments: Range<u64>) {
+        for segment in segments {
+            if !remove(&mut self.clock, segment) {
+                remove(&mut self.disk_clock, segment);
+            }
             self.drop_segment(shared, segment, false);
         }
     }
@@ -198,6 +191,14 @@ impl Tiers {
             self.pool.give(freed);
         }
         Ok(())
+    }
+}
+
+/// Removes `segment` from a CLOCK list; whether it was there.
+fn remove(list: &mut VecDeque<u64>, segment: u64) -> bool {
+    match list.iter().position(|&s| s == segment) {
+        Some(at) => list.remove(at).is_some(),
+        None => false,
     }
 }
 

@@ -117,14 +117,14 @@ impl Writer {
     fn slide_window(&mut self, shared: &Shared, tiers: &mut Tiers, window: u64) {
         let shift = shared.config.shift;
         let first_kept = self.frontier.saturating_sub(window) >> shift;
-        {
+        let first_dropped = {
             let mut state = shared.state.write();
             if first_kept << shift <= state.window_start {
                 return;
             }
-            state.window_start = first_kept << shift;
-        }
-        tiers.drop_before(shared, first_kept);
+            std::mem::replace(&mut state.window_start, first_kept << shift) >> shift
+        };
+        tiers.drop_segments(shared, first_dropped..first_kept);
     }
 
     /// At the declared length: the source must end here. One more read tells.

@@ -63,6 +63,28 @@ fn spill_into(dir: PathBuf, model: &[u8]) -> StreamBuffer {
         .unwrap()
 }
 
+/// `reads` reads at offsets below `offsets`, of up to `max_len` bytes, each checked against
+/// the model.
+fn random_reads(
+    buf: &StreamBuffer,
+    model: &[u8],
+    mut rng: Rng,
+    reads: usize,
+    offsets: u64,
+    max_len: u64,
+) {
+    for _ in 0..reads {
+        let offset = rng.below(offsets);
+        let len = rng.below(max_len) as usize;
+        let mut dst = vec![0u8; len];
+        let n = buf.read_at(offset, &mut dst).unwrap();
+        assert!(
+            &dst[..n] == expected(model, offset, len),
+            "wrong bytes at {offset}+{len}"
+        );
+    }
+}
+
 #[test]
 fn spilling_past_a_full_tmpfs_is_an_error_not_sigbus() {
     let Some(fs) = Tmpfs::mount("1m") else { return };
@@ -73,17 +95,14 @@ fn spilling_past_a_full_tmpfs_is_an_error_not_sigbus() {
     buf.reader().read_to_end(&mut all).unwrap();
     assert!(all == model, "sequential read returned wrong bytes");
 
-    let mut rng = Rng(5);
-    for _ in 0..2000 {
-        let offset = rng.below(model.len() as u64 + 100);
-        let len = rng.below(200_000) as usize;
-        let mut dst = vec![0u8; len];
-        let n = buf.read_at(offset, &mut dst).unwrap();
-        assert!(
-            &dst[..n] == expected(&model, offset, len),
-            "wrong bytes at {offset}+{len}"
-        );
-    }
+    random_reads(
+        &buf,
+        &model,
+        Rng(5),
+        2000,
+        model.len() as u64 + 100,
+        200_000,
+    );
 
     let st = buf.stats();
     assert!(
@@ -132,17 +151,7 @@ fn evicting_from_a_small_tmpfs_releases_its_space() {
         .spill_dir(fs.path())
         .build_ranged(file)
         .unwrap();
-    let mut rng = Rng(6);
-    for _ in 0..600 {
-        let offset = rng.below(model.len() as u64);
-        let len = rng.below(100_000) as usize;
-        let mut dst = vec![0u8; len];
-        let n = buf.read_at(offset, &mut dst).unwrap();
-        assert!(
-            &dst[..n] == expected(&model, offset, len),
-            "wrong bytes at {offset}+{len}"
-        );
-    }
+    random_reads(&buf, &model, Rng(6), 600, model.len() as u64, 100_000);
     let st = buf.stats();
     assert!(st.evictions > 20, "{st:?}");
     assert!(st.spilled_bytes <= 512 * 1024, "{st:?}");

@@ -5,9 +5,9 @@ mod common;
 
 use std::io::{self, BufRead, Read, Seek, SeekFrom};
 
-use common::{chunked, data, expected};
+use common::{chunked, data, expected, expected_location};
 use proptest::prelude::*;
-use sparsebuf::{Location, StreamBuffer};
+use sparsebuf::StreamBuffer;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -210,17 +210,7 @@ fn run(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 cursor.pos += n as u64;
             }
             Op::Locate { offset, len } => {
-                let filled = buf.stats().filled_bytes;
-                let end = offset.saturating_add(len);
-                let want = if len == 0 || end <= filled {
-                    Location::BeforeIndex
-                } else if offset < filled {
-                    Location::Bisected
-                } else if offset == filled {
-                    Location::AtIndex
-                } else {
-                    Location::AfterIndex
-                };
+                let want = expected_location(buf.stats().filled_bytes, offset, len);
                 prop_assert_eq!(buf.location(offset, len), want);
             }
             Op::FillToEnd => prop_assert_eq!(buf.fill_to_end().unwrap(), total),

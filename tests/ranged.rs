@@ -79,6 +79,16 @@ impl RangeSource for Probe {
     }
 }
 
+/// A sparse buffer over `model` through a source that does not tell its length.
+fn of_unknown_length(model: &[u8], segment: usize) -> StreamBuffer {
+    let mut probe = Probe::new(model.to_vec());
+    probe.hide_len = true;
+    StreamBuffer::builder()
+        .segment_size(segment)
+        .build_ranged(probe)
+        .unwrap()
+}
+
 fn file_with(model: &[u8]) -> std::fs::File {
     let mut f = tempfile::tempfile().unwrap();
     f.write_all(model).unwrap();
@@ -225,12 +235,7 @@ fn source_failures_leave_holes_that_later_reads_retry() {
 #[test]
 fn an_unknown_length_is_found_at_the_end() {
     let model = data(100_000, 5);
-    let mut probe = Probe::new(model.clone());
-    probe.hide_len = true;
-    let buf = StreamBuffer::builder()
-        .segment_size(4096)
-        .build_ranged(probe)
-        .unwrap();
+    let buf = of_unknown_length(&model, 4096);
     assert_eq!(buf.len(), None);
     let mut dst = [0u8; 100];
     assert_eq!(buf.read_at(99_950, &mut dst).unwrap(), 50);
@@ -247,12 +252,7 @@ fn far_reads_of_an_unknown_length_only_find_the_end() {
     // Once a panic: the slot table was a Vec grown up to the segment read.
     let model = data(10_000, 6);
     for far in [1u64 << 50, u64::MAX - 10, u64::MAX - 300_000] {
-        let mut probe = Probe::new(model.clone());
-        probe.hide_len = true;
-        let buf = StreamBuffer::builder()
-            .segment_size(256)
-            .build_ranged(probe)
-            .unwrap();
+        let buf = of_unknown_length(&model, 256);
         let mut dst = [0u8; 10];
         assert_eq!(buf.read_at(far, &mut dst).unwrap(), 0, "at {far}");
         assert_eq!(buf.read_at(9_995, &mut dst).unwrap(), 5);
@@ -410,12 +410,7 @@ proptest! {
 #[test]
 fn reading_nothing_past_the_end_only_bounds_the_length() {
     let model = data(13_142, 8);
-    let mut probe = Probe::new(model.clone());
-    probe.hide_len = true;
-    let buf = StreamBuffer::builder()
-        .segment_size(256)
-        .build_ranged(probe)
-        .unwrap();
+    let buf = of_unknown_length(&model, 256);
     let mut dst = [0u8; 100];
     assert_eq!(buf.read_at(18_809, &mut dst).unwrap(), 0);
     assert_eq!(buf.len(), None);

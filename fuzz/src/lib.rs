@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 
 use arbitrary::Arbitrary;
-use sparsebuf::{Builder, Location, StreamBuffer};
+use sparsebuf::{Builder, StreamBuffer};
 
 /// The message of the scripted source's panic; the panic hook lets only this one unwind.
 pub const SCRIPTED_PANIC: &str = "sparsebuf-fuzz scripted source panic";
@@ -34,6 +34,11 @@ pub fn allow_scripted_panics() {
 #[path = "../../tests/common/generator.rs"]
 mod generator;
 pub use generator::{byte_at, mix};
+
+/// The model's `location` answers, shared by path with `tests/model.rs`.
+#[path = "../../tests/common/location.rs"]
+mod location;
+use location::expected_location;
 
 /// The live-stream window model, shared by path with `tests/window.rs`.
 #[path = "../../tests/common/window_model.rs"]
@@ -422,17 +427,7 @@ pub fn run(buf: &StreamBuffer, m: &Model, segment: u64, ops: &[Op], storage: Opt
             },
             Op::Locate { offset, len } => {
                 let offset = offset.resolve(m.actual);
-                let filled = buf.stats().filled_bytes;
-                let end = offset.saturating_add(len as u64);
-                let want = if len == 0 || end <= filled {
-                    Location::BeforeIndex
-                } else if offset < filled {
-                    Location::Bisected
-                } else if offset == filled {
-                    Location::AtIndex
-                } else {
-                    Location::AfterIndex
-                };
+                let want = expected_location(buf.stats().filled_bytes, offset, len as u64);
                 assert_eq!(buf.location(offset, len as u64), want);
             }
             Op::FillToEnd => match (m.fill_to_end(), buf.fill_to_end()) {

@@ -9,11 +9,14 @@ use std::time::Duration;
 
 mod faulty;
 mod generator;
+mod location;
 pub mod window_model;
 #[allow(unused_imports)] // each test file uses a different part of the helpers
 pub use faulty::{Fault, Faulty, ENOSPC};
 #[allow(unused_imports)]
 pub use generator::{byte_at, check_generated, mix, Generated};
+#[allow(unused_imports)]
+pub use location::expected_location;
 
 /// `len` bytes of the synthetic stream `seed`, as a model to compare against.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
