@@ -417,8 +417,13 @@ impl StreamBuffer {
     }
 
     /// Waits until every byte of `range` that exists is filled, pulling or fetching as needed,
-    /// and returns the end of what is there (`range.end` clipped at the end of the stream). Use
+    /// and returns the end of what is there: `range.end` clipped at the end of the stream. Use
     /// it to prebuffer before playback, or to fetch a region of a range source ahead of time.
+    ///
+    /// A range that starts at or past the end of the stream returns the stream's length, which
+    /// may mean pulling the stream to its end to learn it. An empty range `a..a` waits for the
+    /// byte at `a` to exist (or for the stream to end first) and returns `a` clipped the same
+    /// way, so `wait_for(n..n)` tells whether the stream reaches `n`.
     ///
     /// # Errors
     ///
@@ -431,6 +436,8 @@ impl StreamBuffer {
     /// assert_eq!(buf.wait_for(0..4096)?, 4096);
     /// assert_eq!(buf.location(0, 4096), sparsebuf::Location::BeforeIndex);
     /// assert_eq!(buf.wait_for(9_000..20_000)?, 10_000);
+    /// assert_eq!(buf.wait_for(20_000..30_000)?, 10_000);
+    /// assert_eq!(buf.wait_for(u64::MAX..u64::MAX)?, 10_000);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn wait_for(&self, range: Range<u64>) -> io::Result<u64> {
@@ -440,7 +447,15 @@ impl StreamBuffer {
                 range.start, range.end
             )));
         }
-        self.wait_held(range.start, range.end)
+        // An empty range asks whether the stream reaches its start: wait for that byte (for
+        // `u64::MAX`, the last addressable one).
+        let (from, to) = match range.start {
+            start if start < range.end => (start, range.end),
+            u64::MAX => (u64::MAX - 1, u64::MAX),
+            start => (start, start + 1),
+        };
+        let reached = self.wait_held(from, to)?;
+        Ok(reached.min(self.shared.clip(range.end)))
     }
 
     /// `wait_filled` for the whole range, which a windowed stream keeps whole meanwhile (or
@@ -456,7 +471,40 @@ impl StreamBuffer {
     /// A new cursor at offset 0, implementing [`Read`], [`Seek`](std::io::Seek) and
     /// [`BufRead`](std::io::BufRead). Cursors are independent of each other.
     pub fn reader(&self) -> Reader {
-        Reader::new(self.clone())
+        self.reader_at(0)
+    }
+
+    /// A new cursor at `offset`: the same as [`reader`](StreamBuffer::reader) followed by a
+    /// seek, except that on a windowed stream the cursor never holds offset 0, even for a
+    /// moment. Join a live stream at the oldest byte still kept with
+    /// `buf.reader_at(buf.window_start())`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use sparsebuf::StreamBuffer;
+    ///
+    /// let live = std::io::repeat(1).take(1 << 20); // stands in for an endless stream
+    /// let buf = StreamBuffer::builder().window(256 << 10).build(live)?;
+    /// buf.wait_for(0..(512 << 10))?; // the window has moved past the start
+    /// assert!(buf.window_start() > 0);
+    ///
+    /// let mut late = buf.reader_at(buf.window_start());
+    /// let mut frame = [0u8; 1000];
+    /// late.read_exact(&mut frame)?;
+    /// assert_eq!(frame, [1u8; 1000]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reader_at(&self, offset: u64) -> Reader {
+        Reader::new(self.clone(), offset)
+    }
+
+    /// The first byte still kept: 0 unless a live stream's [`window`](Builder::window) has
+    /// moved past the start (bytes before it are gone, and reads there get
+    /// [`Error::BehindWindow`]). It only grows.
+    pub fn window_start(&self) -> u64 {
+        self.shared.state.read().window_start
     }
 
     /// Pulls the rest of the stream and returns its total length.

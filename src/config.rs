@@ -151,7 +151,11 @@ impl Builder {
     /// window gets [`Error::BehindWindow`](crate::Error::BehindWindow) (kind
     /// [`InvalidInput`](io::ErrorKind::InvalidInput)); `save` fails the same way once the start
     /// is gone. Ignored for range sources, which evict under
-    /// [`disk_budget`](Builder::disk_budget).
+    /// [`disk_budget`](Builder::disk_budget). A window smaller than one segment (`window(0)`)
+    /// could not keep a single byte readable: [`build`](Builder::build) refuses it with
+    /// [`InvalidInput`](io::ErrorKind::InvalidInput). A player joins a live stream at
+    /// [`StreamBuffer::window_start`](crate::StreamBuffer::window_start) with
+    /// [`reader_at`](crate::StreamBuffer::reader_at).
     ///
     /// # When the budgets cannot hold the window
     ///
@@ -255,7 +259,8 @@ impl Builder {
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidInput`] if the segment size is not a power of two between 256
-    /// bytes and 1 GiB, or if an explicit spill directory is not a directory.
+    /// bytes and 1 GiB, if a [`window`](Builder::window) is smaller than one segment, or if an
+    /// explicit spill directory is not a directory.
     pub fn build<R: Read + Send + 'static>(self, reader: R) -> io::Result<StreamBuffer> {
         self.build_with(Box::new(ReadSource(reader)))
     }
@@ -310,6 +315,12 @@ impl Builder {
         if !size.is_power_of_two() || !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&size) {
             return Err(invalid_input(format!(
                 "segment size {size} is not a power of two between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE}"
+            )));
+        }
+        if let Some(window) = self.window.filter(|&w| w < size as u64) {
+            return Err(invalid_input(format!(
+                "window of {window} bytes is smaller than one segment ({size} bytes): \
+                 no byte could be read before it is dropped"
             )));
         }
         let spill_dir = match self.spill_dir {

@@ -50,15 +50,16 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub(crate) fn new(buffer: StreamBuffer) -> Self {
+    /// A cursor at `pos` (holding it, on a windowed stream).
+    pub(crate) fn new(buffer: StreamBuffer, pos: u64) -> Self {
         let hold = buffer
             .shared()
             .windowed
-            .then(|| buffer.shared().holds.add(0));
+            .then(|| buffer.shared().holds.add(pos));
         Reader {
             buffer,
             hold,
-            pos: 0,
+            pos,
             chunk: Box::default(),
             start: 0,
             end: 0,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io;
+use std::io::{self, Read};
 
 use common::data;
 use sparsebuf::StreamBuffer;
@@ -95,4 +95,28 @@ fn extreme_but_valid_settings_work() {
         buf.fill_to_end().unwrap_err().kind(),
         io::ErrorKind::UnexpectedEof
     );
+}
+
+/// `window(0)` was accepted, and then every read failed with `BehindWindow`, even a fresh
+/// cursor's first: a window smaller than one segment is refused when the buffer is built.
+#[test]
+fn windows_smaller_than_a_segment_are_invalid_input() {
+    for (segment, window) in [(64 << 10, 0), (64 << 10, 1), (4096, 4095)] {
+        let err = StreamBuffer::builder()
+            .segment_size(segment)
+            .window(window)
+            .build(io::empty())
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "window {window}");
+        assert!(err.to_string().contains("window"), "{err}");
+    }
+    let model = data(10_000, 52);
+    let buf = StreamBuffer::builder()
+        .segment_size(4096)
+        .window(4096)
+        .build(io::Cursor::new(model.clone()))
+        .unwrap();
+    let mut first = [0u8; 100];
+    buf.reader().read_exact(&mut first).unwrap();
+    assert_eq!(first[..], model[..100]);
 }
