@@ -18,7 +18,7 @@ use crate::index::{Index, Location, Slot};
 use crate::reader::Reader;
 use crate::segment::{BufferCounts, Pool};
 use crate::source::{ChunkSource, Fill, ReadSource};
-use crate::spill::{FileStorage, SpillStorage};
+use crate::spill::{check_file_size, FileStorage, Spill, SpillStorage};
 use crate::stats::Stats;
 use crate::sync::{Arc, AtomicU64, Mutex, OnceLock, Ordering, RwLock, RwLockReadGuard};
 use crate::tiers::Tiers;
@@ -90,7 +90,7 @@ pub(crate) struct Shared {
     /// Wakes readers waiting for a publish.
     pub(crate) publish: Publish,
     /// The spill storage: supplied by the builder, or created on the first spill. Set once.
-    pub(crate) storage: OnceLock<Arc<dyn SpillStorage>>,
+    pub(crate) storage: OnceLock<Spill>,
     /// Counters maintained by the writer with relaxed atomics; they may race with `stats`.
     pub(crate) buffers: Arc<BufferCounts>,
     pub(crate) source_bytes: AtomicU64,
@@ -188,14 +188,14 @@ pub(crate) enum Want {
 
 impl Shared {
     /// The spill storage, created on first use.
-    pub(crate) fn storage(&self) -> io::Result<&dyn SpillStorage> {
+    pub(crate) fn storage(&self) -> io::Result<&Spill> {
         if let Some(storage) = self.storage.get() {
-            return Ok(&**storage);
+            return Ok(storage);
         }
         let dir = &self.config.spill_dir;
         let created = FileStorage::new_in(dir)
             .map_err(|e| context(e, format!("creating a spill file in {}", dir.display())))?;
-        Ok(&**self.storage.get_or_init(|| Arc::new(created)))
+        Ok(self.storage.get_or_init(|| Spill::File(created)))
     }
 
     /// `end` clipped to what is known of the stream's length, under a fresh read lock.
@@ -211,7 +211,7 @@ impl Shared {
     /// Copies `dst.len()` bytes at `offset`, which the caller found filled under `state`.
     #[inline]
     fn copy(&self, state: &State, offset: u64, dst: &mut [u8]) -> io::Result<()> {
-        let storage = self.storage.get().map(|s| &**s);
+        let storage = self.storage.get();
         let hits = state.index.copy_out(storage, offset, dst)?;
         if hits > 0 {
             self.read_ahead_hits.fetch_add(hits, Ordering::Relaxed);
@@ -288,7 +288,7 @@ impl StreamBuffer {
         let pool = Pool::new(config.segment_size, buffers.clone());
         let storage_cell = OnceLock::new();
         if let Some(storage) = storage {
-            let _ = storage_cell.set(storage);
+            let _ = storage_cell.set(Spill::Custom(storage));
         }
         let len = match &filler {
             Filler::Ranged(r) => config.declared_len.or_else(|| r.source.len()),
@@ -423,7 +423,9 @@ impl StreamBuffer {
     /// A range that starts at or past the end of the stream returns the stream's length, which
     /// may mean pulling the stream to its end to learn it. An empty range `a..a` waits for the
     /// byte at `a` to exist (or for the stream to end first) and returns `a` clipped the same
-    /// way, so `wait_for(n..n)` tells whether the stream reaches `n`.
+    /// way, so `wait_for(n..n)` tells whether the stream reaches `n`. (A range source that
+    /// does not report its length is clipped where its fetches found the end: at the end of
+    /// the stream, or at the first offset found to lie past it.)
     ///
     /// # Errors
     ///
@@ -487,7 +489,7 @@ impl StreamBuffer {
     ///
     /// let live = std::io::repeat(1).take(1 << 20); // stands in for an endless stream
     /// let buf = StreamBuffer::builder().window(256 << 10).build(live)?;
-    /// buf.wait_for(0..(512 << 10))?; // the window has moved past the start
+    /// buf.wait_for(500_000..500_001)?; // the stream has moved on, and so has its window
     /// assert!(buf.window_start() > 0);
     ///
     /// let mut late = buf.reader_at(buf.window_start());
@@ -540,8 +542,11 @@ impl StreamBuffer {
     /// # Errors
     ///
     /// The errors of [`fill_to_end`](StreamBuffer::fill_to_end), and I/O errors creating,
-    /// writing, syncing or renaming the file, with the path in the message. On any error, `path`
-    /// is left as it was and the temporary file is removed.
+    /// writing, syncing or renaming the file, with the path in the message. A resource larger
+    /// than the process's file-size limit (`RLIMIT_FSIZE`) is an error of kind
+    /// [`FileTooLarge`](io::ErrorKind::FileTooLarge), found before anything is written (the
+    /// kernel would otherwise kill the process with `SIGXFSZ`). On any error, `path` is left as
+    /// it was and the temporary file is removed.
     ///
     /// # Examples
     ///
@@ -561,6 +566,7 @@ impl StreamBuffer {
             _ => Path::new("."),
         };
         let at = |what: &str| format!("{what} {}", path.display());
+        check_file_size(total).map_err(|e| context(e, at("saving")))?;
         let mut tmp = tempfile::Builder::new()
             .prefix(".sparsebuf-")
             .permissions(Permissions::from_mode(0o666))
@@ -669,6 +675,7 @@ impl StreamBuffer {
             evictions: shared.evictions.load(Ordering::Relaxed),
             fetches_in_flight: state.fetches_in_flight as u64,
             spill_errors: shared.spill_errors.load(Ordering::Relaxed),
+            mapped_bytes: shared.storage.get().map_or(0, Spill::mapped_bytes),
             writer_waits: shared.writer_waits.load(Ordering::Relaxed),
             segment_size: size,
             memory_budget: shared.config.memory_budget as u64,

@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use rangemap::RangeSet;
 
 use crate::slots::SlotTable;
-use crate::spill::SpillStorage;
-use crate::sync::{AtomicBool, Ordering};
+use crate::spill::{Mapped, Spill};
+use crate::sync::{AtomicBool, OnceLock, Ordering};
 
 /// Where a requested byte range stands against what is filled, the four cases of the read path.
 ///
@@ -70,13 +70,18 @@ pub(crate) enum Slot {
         len: usize,
         /// The CLOCK reference bit, as for [`Resident`].
         referenced: AtomicBool,
+        /// A map of the segment's bytes, made by its first read; `None` inside if it could not
+        /// be made (then reads use the storage's `read_at`). Dropped with the slot, so the
+        /// address space of maps follows the spilled segments.
+        map: OnceLock<Option<Mapped>>,
     },
 }
 
-/// Where an evicted segment's bytes were.
+/// Where an evicted segment's bytes were. A spilled segment's map comes along, to be unmapped
+/// after the index lock is released.
 pub(crate) enum Evicted {
     Ram(Bytes),
-    Disk { len: usize },
+    Disk { len: usize, map: Option<Mapped> },
 }
 
 /// Filled ranges plus the per-segment table. Guarded by the buffer's index `RwLock`.
@@ -267,6 +272,7 @@ impl Index {
                     *slot = Slot::Disk {
                         len: resident.data.len(),
                         referenced: AtomicBool::new(false),
+                        map: OnceLock::new(),
                     };
                     Some(resident)
                 }
@@ -300,7 +306,10 @@ impl Index {
         let evicted = self.slots.update(segment, |slot| {
             match std::mem::replace(slot, Slot::Absent) {
                 Slot::Memory(resident) => Some(Evicted::Ram(resident.data)),
-                Slot::Disk { len, .. } => Some(Evicted::Disk { len }),
+                Slot::Disk { len, map, .. } => Some(Evicted::Disk {
+                    len,
+                    map: map.into_inner().flatten(),
+                }),
                 other => {
                     *slot = other;
                     None
@@ -312,7 +321,7 @@ impl Index {
                 self.in_memory -= 1;
                 data.len()
             }
-            Evicted::Disk { len } => {
+            Evicted::Disk { len, .. } => {
                 self.spilled -= 1;
                 self.spilled_bytes -= *len as u64;
                 *len
@@ -338,7 +347,7 @@ impl Index {
     #[inline]
     pub(crate) fn copy_out(
         &self,
-        storage: Option<&dyn SpillStorage>,
+        storage: Option<&Spill>,
         mut offset: u64,
         mut dst: &mut [u8],
     ) -> io::Result<u64> {
@@ -360,16 +369,28 @@ impl Index {
                     copy_prefix(&r.data, at, dst)
                 }
                 Some(Slot::Filling(prefix)) => copy_prefix(prefix, at, dst),
-                Some(Slot::Disk { len, referenced }) => {
+                Some(Slot::Disk {
+                    len,
+                    referenced,
+                    map,
+                }) => {
                     if !referenced.load(Ordering::Relaxed) {
                         referenced.store(true, Ordering::Relaxed);
                     }
-                    let n = dst.len().min(len.saturating_sub(at));
-                    match storage {
-                        Some(s) if n > 0 => s.read_at(offset, &mut dst[..n])?,
-                        _ => return Err(unfilled(offset)),
+                    let Some(storage) = storage else {
+                        return Err(unfilled(offset));
+                    };
+                    let map = map.get_or_init(|| storage.map(offset - at as u64, *len));
+                    match map {
+                        Some(map) => copy_prefix(map, at, dst),
+                        None => {
+                            let n = dst.len().min(len.saturating_sub(at));
+                            if n > 0 {
+                                storage.read_at(offset, &mut dst[..n])?;
+                            }
+                            n
+                        }
                     }
-                    n
                 }
                 Some(Slot::Absent | Slot::Fetching) | None => 0,
             };
@@ -462,7 +483,7 @@ mod tests {
         assert_eq!(ix.take_referenced(0), Some(true));
         assert_eq!(ix.take_referenced(0), Some(false));
 
-        let storage = crate::spill::HeapStorage::default();
+        let storage = Spill::Custom(std::sync::Arc::new(crate::spill::HeapStorage::default()));
         storage.reserve(16).unwrap();
         storage.write_at(0, &all).unwrap();
         let freed = ix.move_to_disk(0).unwrap();

@@ -66,7 +66,10 @@
 //! - Misuse (overflowing ranges, bad segment sizes) is [`std::io::ErrorKind::InvalidInput`], not a
 //!   panic. A panicking source becomes an error for its readers instead of a hang.
 //! - Spilled bytes are written with `pwrite`, so a full disk is an `io::Error` counted in
-//!   [`Stats::spill_errors`], never a `SIGBUS`; the segment then stays in RAM.
+//!   [`Stats::spill_errors`], never a `SIGBUS`; the segment then stays in RAM. A file-size limit
+//!   (`RLIMIT_FSIZE`) is an error of kind `FileTooLarge` the same way, never a `SIGXFSZ`.
+//! - Spilled segments are read through per-segment maps that go with the segment, or with
+//!   `pread` where a map cannot be made: the address space follows the spilled bytes.
 //! - `/tmp` is RAM-backed `tmpfs` on many systems: set [`Builder::spill_dir`] to a disk-backed
 //!   directory if spilling is meant to save RAM.
 

@@ -1,21 +1,28 @@
-//! Where spilled segments go: the [`SpillStorage`] trait and its default implementation, an
-//! unnamed, sparse, memory-mapped temporary file.
+//! Where spilled segments go: the [`SpillStorage`] trait, its default implementation (an
+//! unnamed, sparse temporary file), and the memory maps that serve reads of spilled segments.
 //!
 //! # Safety
 //!
-//! [`FileStorage`] maps its file with `memmap2`, which is `unsafe` because the bytes behind a map
-//! can change or vanish underneath it. It is sound here because of three rules that this file
-//! alone upholds, and that every `// SAFETY:` comment below points back to:
+//! A spilled segment may be read through a read-only memory map of its own bytes
+//! ([`FileStorage::map`]). `memmap2` makes mapping `unsafe` because the bytes behind a map can
+//! change or vanish underneath it. It is sound here because of three rules that this file alone
+//! upholds, and that every `// SAFETY:` comment below points back to:
 //!
 //! 1. **The file is private and never shrinks.** It is created by `tempfile::tempfile_in`
 //!    (`O_TMPFILE`, or created and unlinked at once), so no other process can open it by name,
-//!    and this code only ever grows it with `set_len`. A map therefore always covers bytes that
-//!    exist in the file: reading it cannot fault with `SIGBUS`.
-//! 2. **Maps are read-only and never removed.** They are created once per region and dropped
-//!    only with the storage. Bytes reach the file by `pwrite`, never through a map, so a full
-//!    disk is an `io::Error` from `write_at`, not a fault in a mapped write.
-//! 3. **Published bytes never change.** The buffer reads a range through the map only after
-//!    `write_at` for that range returned `Ok`, and never writes that range again.
+//!    and this code never truncates it. A segment is mapped only after its bytes were written,
+//!    so the map covers bytes that exist in the file: reading it cannot fault with `SIGBUS`.
+//!    (Punching a hole, on eviction, makes bytes read back as zeros, never a fault; and the
+//!    index drops a segment's map before its space is released.)
+//! 2. **Maps are read-only; bytes reach the file by `pwrite`.** A full disk or a file-size limit
+//!    is therefore an `io::Error` from `write_at`, never a fault in a store through a map.
+//! 3. **Published bytes never change.** The buffer maps and reads a segment only after
+//!    `write_at` for it returned `Ok`, and writes that range again only after the segment was
+//!    evicted and its map dropped.
+//!
+//! A map belongs to the index slot of its segment, so the address space the maps take follows
+//! the spilled segments that were read, and goes when they go. When a map cannot be made (an
+//! address-space limit, `vm.max_map_count`), the segment is read with `pread` instead.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -25,7 +32,9 @@ use std::path::Path;
 use memmap2::{Mmap, MmapOptions};
 
 use crate::error::invalid_input;
-use crate::sync::{AtomicU64, Mutex, OnceLock, Ordering};
+#[cfg(test)]
+use crate::sync::Mutex;
+use crate::sync::{Arc, AtomicU64, Ordering};
 
 /// Storage for segments that no longer fit in the memory budget.
 ///
@@ -190,70 +199,53 @@ fn copy_through_buffer<S: SpillStorage + ?Sized>(
     Ok(())
 }
 
-/// Number of map regions: region `k` covers `[unit << (k - 1), unit << k)` (region 0 covers
-/// `[0, unit)`), so 64 regions cover every offset a `u64` can hold.
-const REGIONS: usize = 64;
-
-/// The default [`SpillStorage`]: an unnamed sparse temp file, read through memory maps.
-///
-/// The file grows in regions that double in size, each mapped once, read-only, when it is first
-/// reserved. Readers find the region of an offset with a few bit operations and copy from its map
-/// without any lock. See the module's `# Safety` section for why the maps are sound.
+/// The default [`SpillStorage`]: an unnamed sparse temp file, written with `pwrite` and read
+/// with `pread`; the buffer reads spilled segments through per-segment maps made by
+/// [`map`](FileStorage::map) where it can. See the module's `# Safety` section.
 pub(crate) struct FileStorage {
     file: File,
-    /// log2 of the smallest region, the page size (map offsets must be page-aligned).
-    unit_shift: u32,
-    /// Region maps, each set once by `reserve` and never replaced.
-    maps: [OnceLock<Mmap>; REGIONS],
-    /// Reserved length: always the end of a region; only grows. Written under `grow`.
+    /// The page size: maps start at multiples of it.
+    page: u64,
+    /// Reserved length; only grows (`fetch_max`).
     reserved: AtomicU64,
-    /// Serialises `reserve`, so a region is mapped once and the file grows monotonically.
-    grow: Mutex<()>,
+    /// Bytes currently mapped by the [`Mapped`] segments of this file.
+    mapped: Arc<AtomicU64>,
 }
 
 impl FileStorage {
     /// Creates the unnamed temp file in `dir`.
     pub(crate) fn new_in(dir: &Path) -> io::Result<Self> {
         let file = tempfile::tempfile_in(dir)?;
-        let page = rustix::param::page_size().max(4096);
         Ok(FileStorage {
             file,
-            unit_shift: page.trailing_zeros(),
-            maps: std::array::from_fn(|_| OnceLock::new()),
+            page: rustix::param::page_size().max(4096) as u64,
             reserved: AtomicU64::new(0),
-            grow: Mutex::new(()),
+            mapped: Arc::new(AtomicU64::new(0)),
         })
     }
 
-    /// The region holding `offset`.
-    #[inline]
-    fn region_of(&self, offset: u64) -> usize {
-        let units = offset >> self.unit_shift;
-        (u64::BITS - units.leading_zeros()) as usize
-    }
-
-    /// `(start, len)` of region `k`, or `None` past what a `u64` offset can address.
-    fn region_span(&self, k: usize) -> Option<(u64, u64)> {
-        if k == 0 {
-            return Some((0, 1 << self.unit_shift));
+    /// A read-only map of the `len` bytes at `offset`, which `write_at` stored; `None` if the
+    /// range does not start on a page or the kernel will not map it (then read with `pread`).
+    pub(crate) fn map(&self, offset: u64, len: usize) -> Option<Mapped> {
+        if offset % self.page != 0 || len == 0 {
+            return None;
         }
-        let start = 1u64.checked_shl(self.unit_shift + k as u32 - 1)?;
-        Some((start, start))
+        self.check_range(offset, len).ok()?;
+        // SAFETY: rule 1 of the module docs: the file is private and never shrinks, and the
+        // caller maps only a range whose `write_at` succeeded, so every mapped byte exists in
+        // the file. Rule 2: the map is read-only. Rule 3: the range is not written again while
+        // the map exists (it is dropped with the segment's slot).
+        let map = unsafe { MmapOptions::new().offset(offset).len(len).map(&self.file) }.ok()?;
+        self.mapped.fetch_add(len as u64, Ordering::Relaxed);
+        Some(Mapped {
+            map,
+            live: self.mapped.clone(),
+        })
     }
 
-    /// Maps region `k` of the file, which must already be at least as long as the region's end.
-    fn map_region(&self, k: usize) -> io::Result<()> {
-        let (start, len) = self
-            .region_span(k)
-            .ok_or_else(|| invalid_input("spill offset too large"))?;
-        let len = usize::try_from(len).map_err(|_| invalid_input("spill region too large"))?;
-        // SAFETY: rule 1 of the module docs: the file is private to this storage and only grows;
-        // the caller (`reserve`) has already grown it to cover `start + len`, so every mapped
-        // byte exists in the file. Rule 2: the map is read-only and lives as long as `self`.
-        let map = unsafe { MmapOptions::new().offset(start).len(len).map(&self.file)? };
-        // Only `reserve`, under `grow`, sets maps; a region is mapped once.
-        let _ = self.maps[k].set(map);
-        Ok(())
+    /// Bytes currently mapped.
+    pub(crate) fn mapped_bytes(&self) -> u64 {
+        self.mapped.load(Ordering::Relaxed)
     }
 
     /// Checks that `[offset, offset + len)` lies inside the reserved length.
@@ -270,51 +262,24 @@ impl FileStorage {
 
 impl SpillStorage for FileStorage {
     fn reserve(&self, end: u64) -> io::Result<()> {
-        let _grow = self.grow.lock();
-        let reserved = self.reserved.load(Ordering::Acquire);
-        if end <= reserved {
-            return Ok(());
-        }
-        let first = self.region_of(reserved);
-        let last = self.region_of(end - 1);
-        let (start, len) = self
-            .region_span(last)
-            .ok_or_else(|| invalid_input("spill offset too large"))?;
-        let new_end = start
-            .checked_add(len)
-            .ok_or_else(|| invalid_input("spill offset too large"))?;
-        // Grow first, so no map ever covers bytes past the end of the file (rule 1).
-        self.file.set_len(new_end)?;
-        for k in first..=last {
-            self.map_region(k)?;
-            let (start, len) = self.region_span(k).unwrap_or((0, 0));
-            self.reserved.store(start + len, Ordering::Release);
-        }
+        // Nothing to allocate: `pwrite` extends the sparse file. But a file may not grow past
+        // the process's file-size limit, or the kernel kills the process with `SIGXFSZ`.
+        check_file_size(end)?;
+        self.reserved.fetch_max(end, Ordering::AcqRel);
         Ok(())
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.check_range(offset, data.len())?;
-        // pwrite, never a store through the map: ENOSPC and EIO come back as errors (rule 2).
+        // Checked again: the limit may have been lowered since `reserve`.
+        check_file_size(offset + data.len() as u64)?;
+        // pwrite, never a store through a map: ENOSPC and EIO come back as errors (rule 2).
         self.file.write_all_at(data, offset)
     }
 
-    fn read_at(&self, mut offset: u64, mut buf: &mut [u8]) -> io::Result<()> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.check_range(offset, buf.len())?;
-        while !buf.is_empty() {
-            let k = self.region_of(offset);
-            let (start, len) = self.region_span(k).unwrap_or((0, 0));
-            let map = self.maps[k]
-                .get()
-                .ok_or_else(|| invalid_input("spill region is not mapped"))?;
-            let at = (offset - start) as usize;
-            let n = buf.len().min(len as usize - at);
-            let (head, rest) = buf.split_at_mut(n);
-            head.copy_from_slice(&map[at..at + n]);
-            buf = rest;
-            offset += n as u64;
-        }
-        Ok(())
+        self.file.read_exact_at(buf, offset)
     }
 
     fn len(&self) -> u64 {
@@ -350,6 +315,80 @@ impl SpillStorage for FileStorage {
             }
         }
         copy_through_buffer(self, at, end - at, dst)
+    }
+}
+
+/// A read-only map of one spilled segment, counted in its storage's mapped bytes while it
+/// lives. Owned by the segment's index slot: dropped (unmapped) when the segment leaves the
+/// spill file.
+pub(crate) struct Mapped {
+    map: Mmap,
+    live: Arc<AtomicU64>,
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        self.live
+            .fetch_sub(self.map.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The spill storage of a buffer: the default file (whose segments can be mapped), or one
+/// supplied with [`Builder::spill_storage`](crate::Builder::spill_storage).
+pub(crate) enum Spill {
+    File(FileStorage),
+    Custom(Arc<dyn SpillStorage>),
+}
+
+impl Spill {
+    /// A map of a spilled segment's bytes, if the storage is the file and the kernel agrees.
+    pub(crate) fn map(&self, offset: u64, len: usize) -> Option<Mapped> {
+        match self {
+            Spill::File(file) => file.map(offset, len),
+            Spill::Custom(_) => None,
+        }
+    }
+
+    /// Bytes mapped for reads of spilled segments.
+    pub(crate) fn mapped_bytes(&self) -> u64 {
+        match self {
+            Spill::File(file) => file.mapped_bytes(),
+            Spill::Custom(_) => 0,
+        }
+    }
+}
+
+impl std::ops::Deref for Spill {
+    type Target = dyn SpillStorage;
+    fn deref(&self) -> &(dyn SpillStorage + 'static) {
+        match self {
+            Spill::File(file) => file,
+            Spill::Custom(custom) => &**custom,
+        }
+    }
+}
+
+/// `Err` (kind `FileTooLarge`) if a file may not grow to `end` bytes under the process's
+/// `RLIMIT_FSIZE`. Writing past that limit raises `SIGXFSZ`, whose default action kills the
+/// process; checking first turns it into an error without touching the signal's disposition.
+pub(crate) fn check_file_size(end: u64) -> io::Result<()> {
+    use rustix::process::{getrlimit, Resource};
+    match getrlimit(Resource::Fsize).current {
+        Some(limit) if end > limit => Err(io::Error::new(
+            // `FileTooLarge` (EFBIG) by way of the OS code, for Rust versions before the
+            // variant was stable.
+            io::Error::from(rustix::io::Errno::FBIG).kind(),
+            format!("{end} bytes would exceed the file-size limit (RLIMIT_FSIZE) of {limit}"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -406,52 +445,46 @@ mod tests {
 
     #[test]
     #[cfg_attr(miri, ignore = "needs a file-backed memory map")]
-    fn regions_double_and_cover_every_offset() {
+    fn file_storage_round_trips_and_maps_written_segments() {
         let s = FileStorage::new_in(&std::env::temp_dir()).unwrap();
-        let unit = 1u64 << s.unit_shift;
-        assert_eq!(s.region_of(0), 0);
-        assert_eq!(s.region_of(unit - 1), 0);
-        assert_eq!(s.region_of(unit), 1);
-        assert_eq!(s.region_of(2 * unit), 2);
-        assert_eq!(s.region_of(4 * unit - 1), 2);
-        for k in 0..REGIONS {
-            if let Some((start, len)) = s.region_span(k) {
-                assert_eq!(s.region_of(start), k);
-                assert_eq!(s.region_of(start + (len - 1)), k);
-            }
-        }
-        assert_eq!(s.region_of(u64::MAX), 64 - s.unit_shift as usize);
-    }
-
-    #[test]
-    #[cfg_attr(miri, ignore = "needs a file-backed memory map")]
-    fn file_storage_round_trips_across_regions() {
-        let s = FileStorage::new_in(&std::env::temp_dir()).unwrap();
-        let unit = 1u64 << s.unit_shift;
-        // A write straddling regions 1 and 2, and one far away in a sparse region.
-        let a = pattern(3 * unit as usize, 1);
-        let far = 1000 * unit;
+        let page = s.page;
+        // A write over several pages, and one far away in the sparse file.
+        let a = pattern(3 * page as usize, 1);
+        let far = 1000 * page;
         let b = pattern(5000, 2);
-        s.reserve(unit + a.len() as u64).unwrap();
-        s.write_at(unit, &a).unwrap();
+        s.reserve(page + a.len() as u64).unwrap();
+        s.write_at(page, &a).unwrap();
         s.reserve(far + b.len() as u64).unwrap();
         s.write_at(far, &b).unwrap();
-        assert!(s.len() >= far + b.len() as u64);
+        assert_eq!(s.len(), far + b.len() as u64);
 
         let mut got = vec![0u8; a.len()];
-        s.read_at(unit, &mut got).unwrap();
+        s.read_at(page, &mut got).unwrap();
         assert_eq!(got, a);
         let mut got = vec![0u8; b.len()];
         s.read_at(far, &mut got).unwrap();
         assert_eq!(got, b);
 
+        // Maps: page-aligned written ranges only; counted while they live.
+        let map = s.map(far, b.len()).unwrap();
+        assert_eq!(&map[..], &b[..]);
+        let map2 = s.map(page, a.len()).unwrap();
+        assert_eq!(&map2[..], &a[..]);
+        assert_eq!(s.mapped_bytes(), (a.len() + b.len()) as u64);
+        assert!(s.map(page + 1, 10).is_none());
+        assert!(s.map(far, b.len() + 1).is_none());
+        drop(map);
+        assert_eq!(s.mapped_bytes(), a.len() as u64);
+        drop(map2);
+        assert_eq!(s.mapped_bytes(), 0);
+
         let mut out = tempfile::tempfile().unwrap();
-        s.copy_to(unit + 10, 2 * unit, &mut out).unwrap();
+        s.copy_to(page + 10, 2 * page, &mut out).unwrap();
         s.copy_to(far, b.len() as u64, &mut out).unwrap();
         let mut written = Vec::new();
         out.seek(SeekFrom::Start(0)).unwrap();
         out.read_to_end(&mut written).unwrap();
-        let mut want = a[10..10 + 2 * unit as usize].to_vec();
+        let mut want = a[10..10 + 2 * page as usize].to_vec();
         want.extend_from_slice(&b);
         assert_eq!(written, want);
     }
@@ -467,7 +500,6 @@ mod tests {
             kind(s.read_at(u64::MAX, &mut [0])),
             io::ErrorKind::InvalidInput
         );
-        assert_eq!(kind(s.reserve(u64::MAX)), io::ErrorKind::InvalidInput);
         assert_eq!(s.len(), 0);
     }
 }

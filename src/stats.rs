@@ -47,9 +47,13 @@ pub struct Stats {
     /// Segments fetched by read-ahead ([`Builder::read_ahead`](crate::Builder::read_ahead),
     /// [`StreamBuffer::prefetch`](crate::StreamBuffer::prefetch)) and then read.
     pub read_ahead_hits: u64,
-    /// Spills that failed (for example on a full disk). The segment stayed in RAM, so the memory
-    /// budget was exceeded, but no data was lost.
+    /// Spills that failed (for example on a full disk, or past the process's file-size limit).
+    /// The segment stayed in RAM, so the memory budget was exceeded, but no data was lost.
     pub spill_errors: u64,
+    /// Address space of the memory maps through which spilled segments are read: one map per
+    /// spilled segment that was read, released when the segment leaves the spill file. Where
+    /// a map cannot be made, the segment is read with `pread` instead and adds nothing here.
+    pub mapped_bytes: u64,
     /// Times the writer of a windowed stream found its budgets full of bytes a reader still
     /// needs, and waited for a reader to move on ([`Builder::window`](crate::Builder::window)).
     pub writer_waits: u64,

@@ -157,7 +157,9 @@ impl Tiers {
         let evicted = shared.state.write().index.evict(segment, refetch);
         match evicted {
             Some(Evicted::Ram(data)) => self.pool.give(data),
-            Some(Evicted::Disk { len }) => {
+            Some(Evicted::Disk { len, map }) => {
+                // Unmapped (outside the index lock) before its space is released.
+                drop(map);
                 let offset = segment << shared.config.shift;
                 let released = shared.storage().and_then(|s| s.discard(offset, len as u64));
                 if let Err(error) = released {
