@@ -1,16 +1,19 @@
 //! Read-ahead: one background worker per buffer keeps the bytes after the latest read (or a
 //! range asked for with `prefetch`) filling, so sequential readers find them ready.
 //!
-//! The worker holds only a `Weak` reference to the buffer while it waits, so dropping the last
-//! handle ends it. Targets are overwritten, not queued: a far seek restarts read-ahead at the new
-//! position, and a worker busy with an old target moves on as soon as it finishes a step.
+//! The worker works one segment at a time and holds the buffer (a strong reference) only for
+//! that step; between steps it holds a `Weak` one. So dropping the last handle ends it within
+//! one segment's source read, and releases the source. Targets are overwritten, not queued: a
+//! far seek restarts read-ahead at the new position, and a worker busy with an old target moves
+//! on as soon as it finishes its step. How far ahead a target reaches is clamped by the buffer
+//! to what its budgets can keep (see `StreamBuffer::request_ahead`).
 
 use std::ops::Range;
 use std::sync::Weak;
 use std::thread;
 
 use crate::buffer::{Shared, StreamBuffer};
-use crate::sync::{Arc, Condvar, Mutex};
+use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
 
 /// What the worker should fill next, and whether the buffer is gone.
 #[derive(Default)]
@@ -25,6 +28,13 @@ struct Want {
 pub(crate) struct Ahead {
     want: Mutex<Want>,
     wake: Condvar,
+    /// Requests made so far (bumped under `want`): a step whose target is older than the
+    /// latest request gives way to it before fetching (see `requests`).
+    requests: AtomicU64,
+    /// The latest target, `[start, end)` (equal when there is none): the bytes a reader is
+    /// about to read, which eviction passes over (see `protected`).
+    latest_start: AtomicU64,
+    latest_end: AtomicU64,
 }
 
 impl Ahead {
@@ -32,13 +42,19 @@ impl Ahead {
         Ahead {
             want: Mutex::new(Want::default()),
             wake: Condvar::new(),
+            requests: AtomicU64::new(0),
+            latest_start: AtomicU64::new(0),
+            latest_end: AtomicU64::new(0),
         }
     }
 
     /// Asks the worker to fill `range`, starting it if needed.
     pub(crate) fn request(self: &Arc<Self>, shared: &Arc<Shared>, range: Range<u64>) {
         let mut want = self.want.lock();
+        self.latest_start.store(range.start, Ordering::Relaxed);
+        self.latest_end.store(range.end, Ordering::Relaxed);
         want.target = Some(range);
+        self.requests.fetch_add(1, Ordering::Release);
         if !want.started {
             want.started = true;
             let (ahead, weak) = (self.clone(), Arc::downgrade(shared));
@@ -55,31 +71,60 @@ impl Ahead {
         self.wake.notify_one();
     }
 
+    /// How many requests were made so far. A reader moves on as soon as its read is done, so a
+    /// step of an older target may be for bytes that reader already passed (and that may have
+    /// been evicted since): the worker checks this, under the index lock, before each fetch.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Acquire)
+    }
+
+    /// The bytes of the latest target: from where a reader will read next to where read-ahead
+    /// should reach. CLOCK passes over segments there, so neither the segment a reader is in
+    /// nor what read-ahead fetched for it is evicted before it is read. (Relaxed: a heuristic
+    /// for choosing victims; any value is safe.)
+    pub(crate) fn protected(&self) -> Range<u64> {
+        self.latest_start.load(Ordering::Relaxed)..self.latest_end.load(Ordering::Relaxed)
+    }
+
     /// Ends the worker (called when the buffer is dropped).
     pub(crate) fn close(&self) {
         self.want.lock().closed = true;
         self.wake.notify_one();
     }
 
-    fn run(&self, buffer: Weak<Shared>) {
+    /// The next target and the request count it stands for: a new one if it came (replacing
+    /// `current`), else what is left of `current`; sleeps while there is neither. `None`: the
+    /// buffer is gone.
+    fn next(&self, current: Option<(Range<u64>, u64)>) -> Option<(Range<u64>, u64)> {
+        let mut want = self.want.lock();
         loop {
-            let target = {
-                let mut want = self.want.lock();
-                loop {
-                    if want.closed {
-                        return;
-                    }
-                    if let Some(target) = want.target.take() {
-                        break target;
-                    }
-                    self.wake.wait(&mut want);
-                }
-            };
+            if want.closed {
+                return None;
+            }
+            if let Some(target) = want.target.take() {
+                return Some((target, self.requests.load(Ordering::Acquire)));
+            }
+            if let Some(current) = current.clone() {
+                return Some(current);
+            }
+            self.wake.wait(&mut want);
+        }
+    }
+
+    fn run(&self, buffer: Weak<Shared>) {
+        let mut current = None;
+        while let Some((target, request)) = self.next(current.take()) {
             let Some(shared) = buffer.upgrade() else {
                 return;
             };
-            // Errors are the readers' to see when they get there.
-            let _ = StreamBuffer::from_shared(shared).fill_ahead(target);
+            // One segment's worth; errors are the readers' to see when they get there.
+            let step = StreamBuffer::from_shared(shared).fill_ahead_step(target.clone(), request);
+            current = match step {
+                Ok(at) if at < target.end && at > target.start => Some((at..target.end, request)),
+                _ => None,
+            };
+            // The strong reference is gone here: if it was the last, the buffer is dropped now,
+            // which closes the mailbox, and `next` returns `None`.
         }
     }
 }

@@ -103,6 +103,8 @@ pub(crate) struct Shared {
     pub(crate) ahead: Arc<Ahead>,
     /// Segments fetched by read-ahead and then read.
     pub(crate) read_ahead_hits: AtomicU64,
+    /// Bytes the read-ahead worker pulled or fetched.
+    pub(crate) read_ahead_bytes: AtomicU64,
     /// A forward-only stream with a window: drops its oldest bytes, and tracks `holds`.
     pub(crate) windowed: bool,
     /// Where the readers of a windowed stream still need bytes (see `holds.rs`).
@@ -184,6 +186,8 @@ pub(crate) enum Want {
     All,
     /// At least one byte: `Read::read` semantics for cursors.
     Some,
+    /// As `All`, for the read-ahead worker: what it pulls counts as read-ahead.
+    Ahead,
 }
 
 impl Shared {
@@ -320,6 +324,7 @@ impl StreamBuffer {
                 last_spill_error: Mutex::new(None),
                 ahead: Arc::new(Ahead::new()),
                 read_ahead_hits: AtomicU64::new(0),
+                read_ahead_bytes: AtomicU64::new(0),
                 windowed,
                 holds: Holds::new(),
                 writer_waits: AtomicU64::new(0),
@@ -530,7 +535,7 @@ impl StreamBuffer {
                     return Ok(state.len.unwrap_or(0));
                 }
             }
-            self.fill_or_wait(u64::MAX, seen)?;
+            self.fill_or_wait(u64::MAX, seen, false)?;
         }
     }
 
@@ -672,6 +677,7 @@ impl StreamBuffer {
             holes: state.index.holes(state.window_start),
             refetched_bytes: shared.refetched_bytes.load(Ordering::Relaxed),
             read_ahead_hits: shared.read_ahead_hits.load(Ordering::Relaxed),
+            read_ahead_bytes: shared.read_ahead_bytes.load(Ordering::Relaxed),
             evictions: shared.evictions.load(Ordering::Relaxed),
             fetches_in_flight: state.fetches_in_flight as u64,
             spill_errors: shared.spill_errors.load(Ordering::Relaxed),
@@ -713,13 +719,32 @@ impl StreamBuffer {
 
     #[cold]
     fn request_ahead(&self, range: Range<u64>) {
-        self.shared.ahead.request(&self.shared, range);
+        if let Some(range) = self.clamp_ahead(range) {
+            self.shared.ahead.request(&self.shared, range);
+        }
+    }
+
+    /// `range` cut to what the budgets can keep besides the segments a reader is in and is
+    /// leaving: the segment that holds its start and `kept - 3` more, where `kept` is how many
+    /// segments the memory and disk budgets hold together. `None` if that leaves nothing
+    /// (budgets of two segments or less). Reading further ahead would evict what was fetched
+    /// before the reader got there, and fetch it again.
+    fn clamp_ahead(&self, range: Range<u64>) -> Option<Range<u64>> {
+        let cfg = &self.shared.config;
+        let size = cfg.segment_size as u64;
+        let kept = (cfg.memory_budget as u64 / size).saturating_add(cfg.disk_budget / size);
+        let ahead = kept.checked_sub(3)?;
+        let first = range.start >> cfg.shift;
+        let limit = first.saturating_add(ahead + 1).saturating_mul(size);
+        let end = range.end.min(limit);
+        (range.start < end).then_some(range.start..end)
     }
 
     /// Starts filling `range` in the background and returns at once: pulls a stream up to its
     /// end, or fetches a range source's holes in it. Use [`wait_for`](StreamBuffer::wait_for)
     /// to wait. A later `prefetch` (or, with [`Builder::read_ahead`], a later read) replaces
-    /// the range the background worker is filling next.
+    /// the range the background worker is filling next. Like read-ahead, a prefetch reaches
+    /// only as far as the budgets can keep (see [`Builder::read_ahead`]).
     ///
     /// # Examples
     ///
@@ -735,14 +760,20 @@ impl StreamBuffer {
         }
     }
 
-    /// The worker's step: fill `range` (errors are left for readers to meet).
-    pub(crate) fn fill_ahead(&self, range: Range<u64>) -> io::Result<u64> {
+    /// The worker's step: fill `range` up to the end of the segment holding its start; returns
+    /// where the step ended (errors are left for readers to meet).
+    pub(crate) fn fill_ahead_step(&self, range: Range<u64>, request: u64) -> io::Result<u64> {
         let shared = &*self.shared;
+        let size = shared.config.segment_size as u64;
+        let segment_end = (range.start >> shared.config.shift)
+            .saturating_add(1)
+            .saturating_mul(size);
+        let end = range.end.min(segment_end);
         match &shared.filler {
             Filler::Ranged(ranged) => {
-                self.walk_ranged(ranged, range.start, range.end, None, Want::All, true)
+                self.walk_ranged(ranged, range.start, end, None, Want::Ahead, Some(request))
             }
-            Filler::Stream(_) => self.wait_filled(range.start, range.end, Want::All),
+            Filler::Stream(_) => self.wait_filled(range.start, end, Want::Ahead),
         }
     }
 
@@ -778,7 +809,7 @@ impl StreamBuffer {
     #[cold]
     fn read_slow(&self, offset: u64, end: u64, buf: &mut [u8], want: Want) -> io::Result<usize> {
         if let Filler::Ranged(ranged) = &self.shared.filler {
-            let reached = self.walk_ranged(ranged, offset, end, Some(buf), want, false)?;
+            let reached = self.walk_ranged(ranged, offset, end, Some(buf), want, None)?;
             return Ok((reached - offset) as usize);
         }
         if self.shared.windowed && want == Want::All {
@@ -802,8 +833,9 @@ impl StreamBuffer {
     ///
     /// A pass, not "until everything is filled at once": segments may be evicted once passed,
     /// so budgets smaller than the range cannot starve it, and the reader that fetches a segment
-    /// copies from the buffer it fetched. `ahead`: the read-ahead worker's walk, whose fetched
-    /// segments count toward `Stats::read_ahead_hits` when read.
+    /// copies from the buffer it fetched. `ahead`: the read-ahead worker's walk for the request
+    /// numbered so (see `Ahead::requests`), whose fetched segments count toward
+    /// `Stats::read_ahead_hits` when read; it stops before a fetch once a newer request came.
     fn walk_ranged(
         &self,
         ranged: &Ranged,
@@ -811,7 +843,7 @@ impl StreamBuffer {
         end: u64,
         mut buf: Option<&mut [u8]>,
         want: Want,
-        ahead: bool,
+        ahead: Option<u64>,
     ) -> io::Result<u64> {
         let shared = &*self.shared;
         let mut pos = offset;
@@ -835,6 +867,17 @@ impl StreamBuffer {
                     }
                     continue;
                 }
+                if let Some(request) = ahead {
+                    // A newer request: this step may be for bytes its reader already passed.
+                    if shared.ahead.requests() != request {
+                        return Ok(pos);
+                    }
+                    // A reader is fetching this segment itself: read-ahead goes on past it.
+                    let segment = pos >> shared.config.shift;
+                    if matches!(state.index.slot(segment), Some(Slot::Fetching)) {
+                        return Ok(end);
+                    }
+                }
                 claim(
                     &mut state,
                     shared.config.shift,
@@ -849,7 +892,7 @@ impl StreamBuffer {
                     // The run may start past `pos` (whose segment someone else is fetching).
                     let covers_pos = start <= pos;
                     if let Some(data) =
-                        fetch(shared, ranged, segments, ahead)?.filter(|_| covers_pos)
+                        fetch(shared, ranged, segments, ahead.is_some())?.filter(|_| covers_pos)
                     {
                         // Straight from the fetched buffer: evicting it cannot undo this read.
                         let have = (start + data.len() as u64).min(shared.clip(end));
@@ -905,7 +948,7 @@ impl StreamBuffer {
     /// the source as needed. Returns the end of what may be copied: `end` clipped to the stream.
     fn wait_filled(&self, offset: u64, end: u64, want: Want) -> io::Result<u64> {
         if let Filler::Ranged(ranged) = &self.shared.filler {
-            return self.walk_ranged(ranged, offset, end, None, want, false);
+            return self.walk_ranged(ranged, offset, end, None, want, None);
         }
         loop {
             // Read the generation before looking: a publish after this point wakes the wait.
@@ -939,21 +982,22 @@ impl StreamBuffer {
                             return Err(error.clone().into());
                         }
                         match want {
-                            Want::All => end,
+                            Want::All | Want::Ahead => end,
                             Want::Some => offset + 1,
                         }
                     }
                 }
             };
-            self.fill_or_wait(need, seen)?;
+            self.fill_or_wait(need, seen, want == Want::Ahead)?;
         }
     }
 
     /// Makes a stream produce bytes up to `need`: becomes the writer and pulls, or, if another
     /// thread is the writer, waits for its next publish (or its release of the role) after
     /// generation `seen`. A windowed stream's writer that finds no room gives up the role and
-    /// waits for a reader to move on. (Range sources are read by `walk_ranged`.)
-    fn fill_or_wait(&self, need: u64, seen: u64) -> io::Result<()> {
+    /// waits for a reader to move on. (Range sources are read by `walk_ranged`.) `ahead`: the
+    /// read-ahead worker asks, and what it pulls counts in `Stats::read_ahead_bytes`.
+    fn fill_or_wait(&self, need: u64, seen: u64, ahead: bool) -> io::Result<()> {
         let shared = &*self.shared;
         let Filler::Stream(writer) = &shared.filler else {
             return Ok(());
@@ -962,8 +1006,17 @@ impl StreamBuffer {
             shared.publish.wait(seen);
             return Ok(());
         };
-        // The role is released at the end of this statement, before any wait.
-        let pulled = Role::new(writer, &shared.publish).pull_until(shared, need);
+        let from = writer.frontier();
+        let mut role = Role::new(writer, &shared.publish);
+        let pulled = role.pull_until(shared, need);
+        if ahead {
+            let pulled_bytes = role.frontier().saturating_sub(from);
+            shared
+                .read_ahead_bytes
+                .fetch_add(pulled_bytes, Ordering::Relaxed);
+        }
+        // The role is released here, before any wait.
+        drop(role);
         match pulled {
             Ok(()) => Ok(()),
             Err(Blocked {

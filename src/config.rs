@@ -222,7 +222,16 @@ impl Builder {
     /// range source's holes there. Sequential readers then find their next bytes ready; a far
     /// seek restarts read-ahead at the new position, because the latest read's range replaces
     /// the worker's target. [`Stats::read_ahead_hits`](crate::Stats::read_ahead_hits) counts
-    /// prefetched segments that were read.
+    /// prefetched segments that were read, and
+    /// [`Stats::read_ahead_bytes`](crate::Stats::read_ahead_bytes) what the worker fetched.
+    ///
+    /// Read-ahead reaches only as far as the budgets can keep: with memory and disk budgets of
+    /// `n` segments together, the segment being read and `n - 3` more (none at all for `n <= 2`),
+    /// and eviction passes over the segments from the latest read to there. So read-ahead never
+    /// evicts what it fetched before it is read, and a sequential reader fetches nothing twice,
+    /// however small the budgets. The worker works a segment at a time: it moves to a newer
+    /// target (and stops, releasing the source, once the last handle is dropped) within one
+    /// segment's source read.
     pub fn read_ahead(mut self, bytes: u64) -> Self {
         self.read_ahead = bytes;
         self

@@ -144,6 +144,11 @@ pub(crate) fn fetch(
                 shared
                     .source_bytes
                     .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
+                if ahead {
+                    shared
+                        .read_ahead_bytes
+                        .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
+                }
             }
             Err(error) => {
                 shared.tiers.lock().forget();

@@ -70,6 +70,8 @@ pub(crate) enum Slot {
         len: usize,
         /// The CLOCK reference bit, as for [`Resident`].
         referenced: AtomicBool,
+        /// Fetched by read-ahead and not read since, as for [`Resident`].
+        prefetched: AtomicBool,
         /// A map of the segment's bytes, made by its first read; `None` inside if it could not
         /// be made (then reads use the storage's `read_at`). Dropped with the slot, so the
         /// address space of maps follows the spilled segments.
@@ -272,6 +274,7 @@ impl Index {
                     *slot = Slot::Disk {
                         len: resident.data.len(),
                         referenced: AtomicBool::new(false),
+                        prefetched: AtomicBool::new(resident.prefetched.load(Ordering::Relaxed)),
                         map: OnceLock::new(),
                     };
                     Some(resident)
@@ -358,25 +361,17 @@ impl Index {
             let at = (offset & mask) as usize;
             let n = match self.slot(segment) {
                 Some(Slot::Memory(r)) => {
-                    if !r.referenced.load(Ordering::Relaxed) {
-                        r.referenced.store(true, Ordering::Relaxed);
-                    }
-                    if r.prefetched.load(Ordering::Relaxed)
-                        && r.prefetched.swap(false, Ordering::Relaxed)
-                    {
-                        hits += 1;
-                    }
+                    hits += touch(&r.referenced, &r.prefetched);
                     copy_prefix(&r.data, at, dst)
                 }
                 Some(Slot::Filling(prefix)) => copy_prefix(prefix, at, dst),
                 Some(Slot::Disk {
                     len,
                     referenced,
+                    prefetched,
                     map,
                 }) => {
-                    if !referenced.load(Ordering::Relaxed) {
-                        referenced.store(true, Ordering::Relaxed);
-                    }
+                    hits += touch(referenced, prefetched);
                     let Some(storage) = storage else {
                         return Err(unfilled(offset));
                     };
@@ -402,6 +397,17 @@ impl Index {
         }
         Ok(hits)
     }
+}
+
+/// A read of a full segment: sets its CLOCK bit and clears its read-ahead mark, each only if
+/// needed (a store to a line other readers share would bounce it between cores). Returns 1 for
+/// the first read of a segment read-ahead fetched.
+#[inline]
+fn touch(referenced: &AtomicBool, prefetched: &AtomicBool) -> u64 {
+    if !referenced.load(Ordering::Relaxed) {
+        referenced.store(true, Ordering::Relaxed);
+    }
+    u64::from(prefetched.load(Ordering::Relaxed) && prefetched.swap(false, Ordering::Relaxed))
 }
 
 /// Copies what `src[at..]` has of `dst`'s length; returns the count (0 if `at` is past `src`).

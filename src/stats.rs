@@ -47,6 +47,10 @@ pub struct Stats {
     /// Segments fetched by read-ahead ([`Builder::read_ahead`](crate::Builder::read_ahead),
     /// [`StreamBuffer::prefetch`](crate::StreamBuffer::prefetch)) and then read.
     pub read_ahead_hits: u64,
+    /// Bytes the read-ahead worker pulled from a stream or fetched from a range source
+    /// ([`Builder::read_ahead`](crate::Builder::read_ahead),
+    /// [`StreamBuffer::prefetch`](crate::StreamBuffer::prefetch)).
+    pub read_ahead_bytes: u64,
     /// Spills that failed (for example on a full disk, or past the process's file-size limit).
     /// The segment stayed in RAM, so the memory budget was exceeded, but no data was lost.
     pub spill_errors: u64,

@@ -204,14 +204,21 @@ fn remove(list: &mut VecDeque<u64>, segment: u64) -> bool {
     }
 }
 
-/// CLOCK over one tier's list: the oldest segment not read since the hand last passed it.
+/// CLOCK over one tier's list: the oldest segment not read since the hand last passed it,
+/// passing over those that read-ahead keeps for the latest reader (see `Ahead::protected`).
 fn pick(clock: &mut VecDeque<u64>, shared: &Shared) -> Option<u64> {
+    let protected = shared.ahead.protected();
+    let shift = shared.config.shift;
+    let kept = |segment: u64| {
+        let start = segment << shift;
+        start < protected.end && protected.start < start.saturating_add(1 << shift)
+    };
     let state = shared.state.read();
     for _ in 0..=2 * clock.len() {
         let segment = clock.pop_front()?;
         match state.index.take_referenced(segment) {
-            Some(true) => clock.push_back(segment),
-            Some(false) => return Some(segment),
+            Some(false) if !kept(segment) => return Some(segment),
+            Some(_) => clock.push_back(segment),
             None => {}
         }
     }

@@ -39,6 +39,11 @@ impl Writer {
         }
     }
 
+    /// The end of the published bytes.
+    pub(crate) fn frontier(&self) -> u64 {
+        self.frontier
+    }
+
     /// Pulls until the published frontier reaches `need` or the source ends or fails; `Err`
     /// if a windowed stream has no room for another segment until a reader moves on.
     pub(crate) fn pull_until(&mut self, shared: &Shared, need: u64) -> Result<(), Blocked> {
@@ -265,6 +270,11 @@ impl<'a> Role<'a> {
             Some(writer) => writer.pull_until(shared, need),
             None => Ok(()),
         }
+    }
+
+    /// The writer's published frontier.
+    pub(crate) fn frontier(&self) -> u64 {
+        self.writer.as_ref().map_or(0, |w| w.frontier())
     }
 }
 

@@ -164,3 +164,151 @@ fn dropping_the_buffer_ends_the_worker_and_frees_the_source() {
     drop(buf);
     eventually("the source is dropped", || dropped.load(Ordering::SeqCst));
 }
+
+/// A range source over a model that counts its calls and records being dropped.
+struct Counted {
+    data: Vec<u8>,
+    delay: Duration,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl RangeSource for Counted {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        thread::sleep(self.delay);
+        let got = expected(&self.data, offset, buf.len());
+        buf[..got.len()].copy_from_slice(got);
+        Ok(got.len())
+    }
+    fn len(&self) -> Option<u64> {
+        Some(self.data.len() as u64)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+/// After the last handle was dropped, the worker went on pulling its whole range (3.5 s for
+/// 1 MiB at 300 KB/s), holding the source. Now it stops within the segment it is fetching.
+#[test]
+fn the_worker_lets_go_of_the_source_within_a_segment_of_the_last_drop() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let source = Counted {
+        data: data(4 << 20, 6),
+        delay: Duration::from_millis(20),
+        calls: calls.clone(),
+        dropped: dropped.clone(),
+    };
+    let buf = StreamBuffer::builder()
+        .segment_size(16 << 10)
+        .read_ahead(2 << 20)
+        .build_ranged(source)
+        .unwrap();
+    let mut r = buf.reader();
+    r.read_exact(&mut [0u8; 10]).unwrap();
+    drop(buf);
+    eventually("read-ahead under way", || calls.load(Ordering::SeqCst) >= 3);
+    drop(r);
+    let at_drop = calls.load(Ordering::SeqCst);
+    eventually("the source is dropped", || dropped.load(Ordering::SeqCst));
+    let after = calls.load(Ordering::SeqCst) - at_drop;
+    // One segment is one call here: at most the one that was running.
+    assert!(
+        after <= 1,
+        "{after} source calls after the last handle went"
+    );
+}
+
+/// A stream whose reads count, and which records being dropped.
+struct Trickle {
+    inner: Scripted,
+    reads: Arc<std::sync::atomic::AtomicUsize>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.read(buf)
+    }
+}
+
+impl Drop for Trickle {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_streams_worker_stops_pulling_within_a_segment_of_the_last_drop() {
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let source = Trickle {
+        inner: Scripted::new(data(4 << 20, 7), 4096).delay(Duration::from_millis(5)),
+        reads: reads.clone(),
+        dropped: dropped.clone(),
+    };
+    let buf = StreamBuffer::builder()
+        .segment_size(16 << 10)
+        .read_ahead(2 << 20)
+        .build(source)
+        .unwrap();
+    buf.read_exact_at(0, &mut [0u8; 10]).unwrap();
+    eventually("read-ahead under way", || reads.load(Ordering::SeqCst) >= 8);
+    let at_drop = reads.load(Ordering::SeqCst);
+    drop(buf);
+    eventually("the source is dropped", || dropped.load(Ordering::SeqCst));
+    let after = reads.load(Ordering::SeqCst) - at_drop;
+    // A segment is four reads of 4 KiB; the one under way may end after the drop.
+    assert!(
+        after <= 5,
+        "{after} source reads after the last handle went"
+    );
+}
+
+/// Read-ahead larger than the budgets fetched, evicted and fetched again: 7.9 GB pulled from a
+/// 16 MiB file in 6 s. Now it reaches only as far as the budgets keep, never evicts what it
+/// fetched before it was read, and a sequential reader fetches nothing twice.
+#[test]
+fn read_ahead_past_tiny_budgets_fetches_nothing_twice() {
+    let model = data(2 << 20, 8);
+    for (ram, disk, piece) in [(2, 2, 1000), (5, 0, 4096), (0, 5, 700), (1, 1, 5000)] {
+        // Slow enough that the worker, not the reader, fetches most segments.
+        let (source, _) = slow_file(&model, Duration::from_micros(200));
+        let segment = 4096;
+        let buf = StreamBuffer::builder()
+            .segment_size(segment)
+            .memory_budget(ram * segment)
+            .disk_budget((disk * segment) as u64)
+            .read_ahead(1 << 20)
+            .build_ranged(source)
+            .unwrap();
+        let mut r = buf.reader();
+        let mut chunk = vec![0u8; piece];
+        let mut pos = 0;
+        loop {
+            let n = r.read(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert_eq!(chunk[..n], model[pos..pos + n]);
+            pos += n;
+        }
+        assert_eq!(pos, model.len());
+        let st = buf.stats();
+        let setup = format!("ram {ram} disk {disk} piece {piece}: {st:?}");
+        assert_eq!(st.refetched_bytes, 0, "{setup}");
+        assert!(st.source_bytes <= model.len() as u64, "{setup}");
+        if ram + disk > 3 {
+            assert!(st.read_ahead_bytes > 0 && st.read_ahead_hits > 0, "{setup}");
+        } else {
+            // Budgets of two segments keep nothing beyond the reader's: no read-ahead.
+            assert_eq!(st.read_ahead_bytes, 0, "{setup}");
+        }
+    }
+}
