@@ -47,6 +47,20 @@ fn ingest(c: &mut Criterion) {
             black_box(file)
         })
     });
+    // The floor for any store that holds bytes in RAM before spilling them: the copy out of
+    // the source into a segment buffer, then the same `pwrite`s.
+    group.bench_function("copy_then_pwrite", |b| {
+        b.iter(|| {
+            let file = tempfile::tempfile_in(&dir).unwrap();
+            let mut segment = vec![0u8; 64 << 10];
+            for (i, chunk) in data.chunks(64 << 10).enumerate() {
+                segment[..chunk.len()].copy_from_slice(chunk);
+                file.write_all_at(black_box(&segment[..chunk.len()]), (i << 16) as u64)
+                    .unwrap();
+            }
+            black_box(file)
+        })
+    });
     group.bench_function("sparsebuf_spilling", |b| {
         b.iter(|| {
             let buf = StreamBuffer::builder()
@@ -60,5 +74,54 @@ fn ingest(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ingest);
+/// A source that returns at most `piece` bytes per read: every read is one publish.
+struct Pieces {
+    data: &'static [u8],
+    pos: usize,
+    piece: usize,
+}
+
+impl std::io::Read for Pieces {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.piece).min(self.data.len() - self.pos);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The publish path alone: a 1 MiB stream from a source giving 1 and 16 bytes per read (a
+/// publish each), against extending a `Vec` with the same pieces.
+fn tiny_reads(c: &mut Criterion) {
+    let len = 1 << 20;
+    let data: &'static [u8] = Box::leak(support::source(len).into_boxed_slice());
+    let mut group = c.benchmark_group("tiny_reads");
+    group.throughput(Throughput::Bytes(len as u64));
+    group.sample_size(10);
+    for piece in [1, 16] {
+        group.bench_function(format!("vec_extend_{piece}"), |b| {
+            b.iter(|| {
+                let mut v = Vec::new();
+                for chunk in data.chunks(piece) {
+                    v.extend_from_slice(black_box(chunk));
+                }
+                black_box(v)
+            })
+        });
+        group.bench_function(format!("sparsebuf_{piece}"), |b| {
+            b.iter(|| {
+                let source = Pieces {
+                    data,
+                    pos: 0,
+                    piece,
+                };
+                let buf = StreamBuffer::new(source);
+                black_box(buf.fill_to_end().unwrap())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ingest, tiny_reads);
 criterion_main!(benches);

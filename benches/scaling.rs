@@ -5,7 +5,12 @@
 //! 2. Aggregate throughput of 1, 2, 4, 8 and 16 threads doing 64 KiB reads at random offsets of
 //!    filled data, started together on a `Barrier`: plain `memcpy` from a shared `Vec<u8>` (the
 //!    limit), sparsebuf in RAM and spilled, and the original design (mutex + `SpooledTempFile`).
-//! 3. Latency percentiles (HDR histogram) of 4 KiB hits with the writer idle and with a writer
+//! 3. The same for 4 KiB reads (1, 2, 4 and 16 threads), where a cache line written by every
+//!    read (a lock's reader count) costs as much as the copy: against `memcpy`, `memcpy`
+//!    through a table of 64 KiB slices of the same bytes (what any segmented store pays: a
+//!    dependent load before each copy, and a split at segment ends), a
+//!    `parking_lot::RwLock<Vec<u8>>` and the original design.
+//! 4. Latency percentiles (HDR histogram) of 4 KiB hits with the writer idle and with a writer
 //!    ingesting a slow source, and of reads that had to wait for the writer.
 //!
 //! Prints Markdown tables. `SPARSEBUF_BENCH_MIB` sets the stream size of parts 2 and 3
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use sparsebuf::StreamBuffer;
-use support::{Offsets, Original};
+use support::{Offsets, Original, RwVec};
 
 const BUDGET: usize = 5 << 20;
 const SEGMENT: usize = 64 << 10;
@@ -40,6 +45,9 @@ fn main() {
     let data = Arc::new(support::source(len));
     if wanted("scaling") {
         scaling(&data);
+    }
+    if wanted("hits4k") {
+        hits_4k(&data);
     }
     if wanted("latency") {
         latency(&data);
@@ -133,11 +141,20 @@ fn rss() {
 /// Runs `threads` threads doing 64 KiB reads with `read` for the configured time after a
 /// barrier; returns aggregate GiB/s.
 fn run_threads(threads: usize, len: usize, read: impl Fn(u64, &mut [u8]) + Sync) -> f64 {
+    run_threads_of(threads, len, 64 << 10, read)
+}
+
+/// `run_threads` with reads of `size` bytes.
+fn run_threads_of(
+    threads: usize,
+    len: usize,
+    size: usize,
+    read: impl Fn(u64, &mut [u8]) + Sync,
+) -> f64 {
     let seconds: f64 = std::env::var("SPARSEBUF_BENCH_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.0);
-    let size = 64 << 10;
     let barrier = Barrier::new(threads + 1);
     let stop = AtomicBool::new(false);
     let (bytes, elapsed) = thread::scope(|s| {
@@ -206,7 +223,65 @@ fn scaling(data: &Arc<Vec<u8>>) {
     }
 }
 
-// ---- 3. latency ------------------------------------------------------------------------------
+// ---- 3. 4 KiB hits across threads ------------------------------------------------------------
+
+fn hits_4k(data: &Arc<Vec<u8>>) {
+    let len = data.len();
+    let size = 4096;
+    let ram = support::sparsebuf(data, None);
+    let spilled = support::sparsebuf(data, Some(BUDGET));
+    let rw = RwVec(parking_lot::RwLock::new(data.to_vec()));
+    let original = Original::new(data, len + 1);
+    let table: Vec<&[u8]> = data.chunks(SEGMENT).collect();
+    // Warm the spilled buffer's maps: one read per segment.
+    let mut dst = vec![0u8; size];
+    for o in (0..len as u64).step_by(SEGMENT) {
+        spilled.read_at(o, &mut dst).unwrap();
+    }
+    println!(
+        "\n### 4 KiB random hits across threads, aggregate GiB/s ({} MiB stream, 2 cores)\n",
+        len >> 20
+    );
+    println!("| threads | memcpy | memcpy via a segment table | ratio | sparsebuf RAM | ratio | sparsebuf spilled | ratio | `RwLock<Vec>` | ratio | original RAM | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for threads in [1, 2, 4, 16] {
+        let memcpy = run_threads_of(threads, len, size, |o, dst| {
+            let o = o as usize;
+            dst.copy_from_slice(&data[o..o + dst.len()]);
+            std::hint::black_box(&dst);
+        });
+        let t = run_threads_of(threads, len, size, |o, dst| {
+            let (segment, at) = ((o as usize) / SEGMENT, (o as usize) % SEGMENT);
+            let n = (SEGMENT - at).min(dst.len());
+            dst[..n].copy_from_slice(&table[segment][at..at + n]);
+            if n < dst.len() {
+                let rest = dst.len() - n;
+                dst[n..].copy_from_slice(&table[segment + 1][..rest]);
+            }
+            std::hint::black_box(&dst);
+        });
+        let r = run_threads_of(threads, len, size, |o, dst| {
+            ram.read_at(o, dst).unwrap();
+        });
+        let s = run_threads_of(threads, len, size, |o, dst| {
+            spilled.read_at(o, dst).unwrap();
+        });
+        let v = run_threads_of(threads, len, size, |o, dst| rw.read_at(o, dst));
+        let or = run_threads_of(threads, len, size, |o, dst| {
+            original.read_at(o, dst).unwrap()
+        });
+        println!(
+            "| {threads} | {memcpy:.2} | {t:.2} | {:.2}× | {r:.2} | {:.2}× | {s:.2} | {:.2}× | {v:.2} | {:.2}× | {or:.2} | {:.2}× |",
+            t / memcpy,
+            r / memcpy,
+            s / memcpy,
+            v / memcpy,
+            or / memcpy
+        );
+    }
+}
+
+// ---- 4. latency ------------------------------------------------------------------------------
 
 /// An endless slow source: 16 KiB per read after `pause`, past the first `fast_until` bytes.
 struct Slow {

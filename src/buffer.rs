@@ -20,7 +20,7 @@ use crate::segment::{BufferCounts, Pool};
 use crate::source::{ChunkSource, Fill, ReadSource};
 use crate::spill::{check_file_size, FileStorage, Spill, SpillStorage};
 use crate::stats::Stats;
-use crate::sync::{Arc, AtomicU64, Mutex, OnceLock, Ordering, RwLock, RwLockReadGuard};
+use crate::sync::{Arc, AtomicU64, IndexLock, IndexReadGuard, Mutex, OnceLock, Ordering};
 use crate::tiers::Tiers;
 use crate::writer::{Publish, Role, Writer};
 
@@ -38,14 +38,17 @@ use crate::writer::{Publish, Role, Writer};
 ///
 /// # Locking
 ///
-/// One [`parking_lot::RwLock`] guards the index. Reads of filled data hold it shared for the
-/// lookup and the copy, so they run in parallel; the writer holds it exclusively only to publish
-/// (an O(1) append plus an O(log n) range insert) and to point a spilled segment at the file.
-/// The lock is task-fair (a waiting writer holds back new readers), so a stream of readers cannot
-/// starve publishing. Pulling from the source, range-source fetches and writing spill data
-/// happen with no index lock held: a slow source never stalls readers of filled data. If the
-/// source panics, the panic is caught and becomes [`Error::SourcePanicked`] (sticky for a
-/// stream; for a [`RangeSource`](crate::RangeSource), reported to the read that met it).
+/// One reader-writer lock guards the index. It is sharded: a reader locks only the shard of its
+/// thread (each shard on a cache line of its own), so reads of filled data on different cores
+/// run in parallel without writing any cache line the others write; a writer locks every shard.
+/// Reads hold their shard for the lookup and the copy. The writer holds the lock exclusively
+/// only to publish (an O(1) append for a forward-only stream) and to point a spilled segment at
+/// the file. Each shard is task-fair (a waiting writer holds back new readers), so a stream of
+/// readers cannot starve publishing. Pulling from the source, range-source fetches and writing
+/// spill data happen with no index lock held: a slow source never stalls readers of filled
+/// data. If the source panics, the panic is caught and becomes [`Error::SourcePanicked`]
+/// (sticky for a stream; for a [`RangeSource`](crate::RangeSource), reported to the read that
+/// met it).
 ///
 /// # Examples
 ///
@@ -82,7 +85,7 @@ pub struct StreamBuffer {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     /// The index and the stream's fate; see [`State`].
-    pub(crate) state: RwLock<State>,
+    pub(crate) state: IndexLock<State>,
     /// Where new bytes come from: a forward-only stream and its writer role, or a range source.
     pub(crate) filler: Filler,
     /// The RAM tier's pool and CLOCK list; see [`Tiers`].
@@ -311,7 +314,7 @@ impl StreamBuffer {
         StreamBuffer {
             shared: Arc::new(Shared {
                 config,
-                state: RwLock::new(state),
+                state: IndexLock::new(state),
                 filler,
                 tiers: Mutex::new(Tiers::new(pool)),
                 publish: Publish::new(),
@@ -934,7 +937,7 @@ impl StreamBuffer {
 
     fn copy_locked(
         &self,
-        state: &RwLockReadGuard<'_, State>,
+        state: &IndexReadGuard<'_, State>,
         offset: u64,
         end: u64,
         buf: &mut [u8],

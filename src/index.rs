@@ -93,10 +93,18 @@ pub(crate) enum Evicted {
 /// `filled_bytes`, `in_memory` and `spilled` are sums over `filled` and the slots, kept in step.
 pub(crate) struct Index {
     shift: u32,
+    /// The filled runs, except that the run starting at 0 may end short of `prefix_end` (it is
+    /// brought up to date only when something else changes the set): a forward-only stream's
+    /// publishes then extend `prefix_end` in O(1) instead of rewriting the set's first entry.
     filled: RangeSet<u64>,
     /// End of the filled run that starts at 0 (0 if byte 0 is not filled): an O(1) answer for
-    /// the common case, a forward-only stream read behind its frontier.
+    /// the common case, a forward-only stream read behind its frontier. When it is above 0,
+    /// `filled` has a run starting at 0 (its end may lag), and no run of `filled` starts at or
+    /// before `prefix_end` other than that one.
     prefix_end: u64,
+    /// Start of the first run of `filled` after the prefix (`u64::MAX` if none): where an
+    /// appending prefix meets it and the two must be merged.
+    next_run: u64,
     slots: SlotTable,
     pub(crate) filled_bytes: u64,
     pub(crate) in_memory: u64,
@@ -113,6 +121,7 @@ impl Index {
             shift: segment_shift,
             filled: RangeSet::new(),
             prefix_end: 0,
+            next_run: u64::MAX,
             slots: SlotTable::default(),
             filled_bytes: 0,
             in_memory: 0,
@@ -128,6 +137,17 @@ impl Index {
         if len == 0 {
             return Location::BeforeIndex;
         }
+        if offset < self.prefix_end {
+            return if self.prefix_end - offset >= len {
+                Location::BeforeIndex
+            } else {
+                Location::Bisected
+            };
+        }
+        if offset > 0 && offset == self.prefix_end {
+            return Location::AtIndex;
+        }
+        // Past the prefix: the set is up to date there.
         match self.filled.get(&offset) {
             // `r` contains `offset`, so `r.end > offset`: no overflow.
             Some(r) if r.end - offset >= len => Location::BeforeIndex,
@@ -137,9 +157,31 @@ impl Index {
         }
     }
 
-    /// The filled byte ranges.
-    pub(crate) fn filled_ranges(&self) -> &RangeSet<u64> {
-        &self.filled
+    /// The filled byte ranges (a copy, with the prefix brought up to date).
+    pub(crate) fn filled_ranges(&self) -> RangeSet<u64> {
+        let mut ranges = self.filled.clone();
+        if self.prefix_end > 0 {
+            ranges.insert(0..self.prefix_end);
+        }
+        ranges
+    }
+
+    /// Brings the set's first run up to `prefix_end`, before the set is changed elsewhere.
+    fn settle_prefix(&mut self) {
+        if self.prefix_end > 0 {
+            self.filled.insert(0..self.prefix_end);
+        }
+    }
+
+    /// Recomputes `prefix_end` and `next_run` from the set (after `settle_prefix` and a change).
+    fn reload_prefix(&mut self) {
+        self.prefix_end = self.filled.get(&0).map_or(0, |r| r.end);
+        let after = self.prefix_end.saturating_add(1);
+        self.next_run = self
+            .filled
+            .overlapping(&(after..u64::MAX))
+            .next()
+            .map_or(u64::MAX, |r| r.start.max(after));
     }
 
     /// The end of the filled run that contains `offset`, if any.
@@ -185,11 +227,14 @@ impl Index {
     /// Adds `range` to the filled set.
     fn mark_filled(&mut self, range: Range<u64>) {
         self.filled_bytes += range.end - range.start;
-        let start = range.start;
-        self.filled.insert(range);
-        if start <= self.prefix_end {
-            self.prefix_end = self.filled.get(&0).map_or(0, |r| r.end);
+        if range.start == self.prefix_end && self.prefix_end > 0 && range.end < self.next_run {
+            // The forward-only stream's publish: O(1).
+            self.prefix_end = range.end;
+            return;
         }
+        self.settle_prefix();
+        self.filled.insert(range);
+        self.reload_prefix();
     }
 
     /// Claims an absent segment for a range-source fetch.
@@ -331,11 +376,10 @@ impl Index {
             }
         };
         if len > 0 {
+            self.settle_prefix();
             self.filled.remove(start..start + len as u64);
             self.filled_bytes -= len as u64;
-            if start < self.prefix_end {
-                self.prefix_end = self.filled.get(&0).map_or(0, |r| r.end);
-            }
+            self.reload_prefix();
         }
         if refetch {
             self.evicted.insert(segment..segment + 1);
@@ -434,7 +478,7 @@ mod tests {
         for &(start, end) in ranges {
             ix.filled.insert(start..end);
         }
-        ix.prefix_end = ix.filled.get(&0).map_or(0, |r| r.end);
+        ix.reload_prefix();
         ix
     }
 

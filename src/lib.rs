@@ -85,6 +85,8 @@ mod holds;
 mod index;
 mod reader;
 mod segment;
+#[cfg(not(loom))]
+mod sharded;
 mod slots;
 mod source;
 mod spill;

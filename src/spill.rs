@@ -262,16 +262,16 @@ impl FileStorage {
 
 impl SpillStorage for FileStorage {
     fn reserve(&self, end: u64) -> io::Result<()> {
-        // Nothing to allocate: `pwrite` extends the sparse file. But a file may not grow past
-        // the process's file-size limit, or the kernel kills the process with `SIGXFSZ`.
-        check_file_size(end)?;
+        // Nothing to allocate: `pwrite` extends the sparse file (and checks the file-size
+        // limit first).
         self.reserved.fetch_max(end, Ordering::AcqRel);
         Ok(())
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.check_range(offset, data.len())?;
-        // Checked again: the limit may have been lowered since `reserve`.
+        // A file may not grow past the process's file-size limit, or the kernel kills the
+        // process with `SIGXFSZ`. Checked at each write: the limit can change at any time.
         check_file_size(offset + data.len() as u64)?;
         // pwrite, never a store through a map: ENOSPC and EIO come back as errors (rule 2).
         self.file.write_all_at(data, offset)

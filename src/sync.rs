@@ -10,12 +10,17 @@ pub(crate) use std::sync::atomic::Ordering;
 pub(crate) use std::sync::{Arc, OnceLock};
 
 #[cfg(not(loom))]
-pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64};
 
 #[cfg(loom)]
 pub(crate) use loom_shim::*;
+
+/// The index lock: a reader-writer lock whose readers write no cache line that readers on
+/// other cores write (see `sharded.rs`).
+#[cfg(not(loom))]
+pub(crate) use crate::sharded::{ReadGuard as IndexReadGuard, ShardedLock as IndexLock};
 
 #[cfg(not(loom))]
 pub(crate) use std::thread::ThreadId;
@@ -34,7 +39,10 @@ mod loom_shim {
     use std::ops::{Deref, DerefMut};
 
     pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64};
-    pub(crate) use loom::sync::RwLockReadGuard;
+
+    /// The index lock is a plain reader-writer lock in a model: sharding changes which cache
+    /// lines readers write, not what they may observe.
+    pub(crate) type IndexReadGuard<'a, T> = loom::sync::RwLockReadGuard<'a, T>;
     pub(crate) use loom::thread::ThreadId;
 
     pub(crate) fn current_thread() -> ThreadId {
@@ -92,11 +100,11 @@ mod loom_shim {
         }
     }
 
-    pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);
+    pub(crate) struct IndexLock<T>(loom::sync::RwLock<T>);
 
-    impl<T> RwLock<T> {
+    impl<T> IndexLock<T> {
         pub(crate) fn new(value: T) -> Self {
-            RwLock(loom::sync::RwLock::new(value))
+            IndexLock(loom::sync::RwLock::new(value))
         }
         pub(crate) fn read(&self) -> loom::sync::RwLockReadGuard<'_, T> {
             self.0.read().expect("loom rwlock poisoned")
