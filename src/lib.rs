@@ -85,7 +85,6 @@ mod holds;
 mod index;
 mod reader;
 mod segment;
-#[cfg(not(loom))]
 mod sharded;
 mod slots;
 mod source;

@@ -18,8 +18,7 @@ pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64};
 pub(crate) use loom_shim::*;
 
 /// The index lock: a reader-writer lock whose readers write no cache line that readers on
-/// other cores write (see `sharded.rs`).
-#[cfg(not(loom))]
+/// other cores write (see `sharded.rs`; in a loom build it is made of loom's primitives).
 pub(crate) use crate::sharded::{ReadGuard as IndexReadGuard, ShardedLock as IndexLock};
 
 #[cfg(not(loom))]
@@ -39,10 +38,6 @@ mod loom_shim {
     use std::ops::{Deref, DerefMut};
 
     pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64};
-
-    /// The index lock is a plain reader-writer lock in a model: sharding changes which cache
-    /// lines readers write, not what they may observe.
-    pub(crate) type IndexReadGuard<'a, T> = loom::sync::RwLockReadGuard<'a, T>;
     pub(crate) use loom::thread::ThreadId;
 
     pub(crate) fn current_thread() -> ThreadId {
@@ -50,6 +45,12 @@ mod loom_shim {
     }
 
     pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+    impl<T: Default> Default for Mutex<T> {
+        fn default() -> Self {
+            Mutex::new(T::default())
+        }
+    }
 
     impl<T> Mutex<T> {
         pub(crate) fn new(value: T) -> Self {
@@ -97,20 +98,6 @@ mod loom_shim {
         }
         pub(crate) fn notify_one(&self) {
             self.0.notify_one();
-        }
-    }
-
-    pub(crate) struct IndexLock<T>(loom::sync::RwLock<T>);
-
-    impl<T> IndexLock<T> {
-        pub(crate) fn new(value: T) -> Self {
-            IndexLock(loom::sync::RwLock::new(value))
-        }
-        pub(crate) fn read(&self) -> loom::sync::RwLockReadGuard<'_, T> {
-            self.0.read().expect("loom rwlock poisoned")
-        }
-        pub(crate) fn write(&self) -> loom::sync::RwLockWriteGuard<'_, T> {
-            self.0.write().expect("loom rwlock poisoned")
         }
     }
 }
