@@ -10,7 +10,6 @@
 
 use std::ops::Range;
 use std::sync::Weak;
-use std::thread;
 
 use crate::buffer::{Shared, StreamBuffer};
 use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
@@ -59,9 +58,7 @@ impl Ahead {
             want.started = true;
             let (ahead, weak) = (self.clone(), Arc::downgrade(shared));
             // A worker that cannot be started only means no read-ahead; reads work without it.
-            let spawned = thread::Builder::new()
-                .name("sparsebuf-read-ahead".into())
-                .spawn(move || ahead.run(weak));
+            let spawned = crate::sync::spawn("sparsebuf-read-ahead", move || ahead.run(weak));
             if spawned.is_err() {
                 want.started = false;
                 want.target = None;

@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Weak;
 
 use bytes::Bytes;
 
@@ -19,6 +20,7 @@ use crate::reader::Reader;
 use crate::segment::{BufferCounts, Pool};
 use crate::source::{ChunkSource, Fill, ReadSource};
 use crate::spill::{check_file_size, FileStorage, Spill, SpillStorage};
+use crate::spiller::Spiller;
 use crate::stats::Stats;
 use crate::sync::{Arc, AtomicU64, IndexLock, IndexReadGuard, Mutex, OnceLock, Ordering};
 use crate::tiers::Tiers;
@@ -114,11 +116,16 @@ pub(crate) struct Shared {
     pub(crate) holds: Holds,
     /// Times a windowed stream's writer found no room and waited for readers.
     pub(crate) writer_waits: AtomicU64,
+    /// The background thread that writes a stream's spilled segments (see `spiller.rs`).
+    pub(crate) spiller: Arc<Spiller>,
+    /// This very `Shared`, for the background threads to hold weakly.
+    pub(crate) me: Weak<Shared>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
         self.ahead.close();
+        self.spiller.close();
     }
 }
 
@@ -312,7 +319,7 @@ impl StreamBuffer {
             window_start: 0,
         };
         StreamBuffer {
-            shared: Arc::new(Shared {
+            shared: Arc::new_cyclic(|me| Shared {
                 config,
                 state: IndexLock::new(state),
                 filler,
@@ -331,6 +338,8 @@ impl StreamBuffer {
                 windowed,
                 holds: Holds::new(),
                 writer_waits: AtomicU64::new(0),
+                spiller: Arc::new(Spiller::new()),
+                me: me.clone(),
             }),
         }
     }

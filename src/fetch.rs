@@ -140,7 +140,7 @@ pub(crate) fn fetch(
                     tiers.forget();
                 }
                 // A range source evicts to make room: it never has to wait.
-                let _ = tiers.enforce_budget(shared, false);
+                let _ = tiers.enforce_budget(shared, false, false);
                 shared
                     .source_bytes
                     .fetch_add(n as u64, crate::sync::Ordering::Relaxed);

@@ -89,6 +89,7 @@ mod sharded;
 mod slots;
 mod source;
 mod spill;
+mod spiller;
 mod stats;
 mod sync;
 mod tiers;

@@ -24,6 +24,21 @@ pub(crate) use crate::sharded::{ReadGuard as IndexReadGuard, ShardedLock as Inde
 #[cfg(not(loom))]
 pub(crate) use std::thread::ThreadId;
 
+/// Starts a background thread (a loom thread in a model, so its interleavings are explored).
+#[cfg(not(loom))]
+pub(crate) fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+}
+
+#[cfg(loom)]
+pub(crate) fn spawn(_name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    drop(loom::thread::spawn(f));
+    Ok(())
+}
+
 /// The calling thread's id (a loom thread's, in a model).
 #[cfg(not(loom))]
 pub(crate) fn current_thread() -> ThreadId {

@@ -5,25 +5,29 @@ use std::collections::VecDeque;
 use std::io;
 use std::ops::Range;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::buffer::{Filler, Shared};
 use crate::error::Error;
 use crate::holds::Blocked;
 use crate::index::{Evicted, Slot};
 use crate::segment::Pool;
+use crate::spiller::Written;
 use crate::sync::{Arc, Ordering};
 
 /// Owned by the buffer's tiers mutex; taken by whoever completes a segment.
 ///
-/// Invariant: `clock` lists exactly the segments whose slot is `Memory`, and `disk_clock` those
-/// whose slot is `Disk`, each in the order they arrived (rotated by the CLOCK hand). Lock order:
-/// the writer role, then this, then the index.
+/// Invariant: `clock` lists exactly the segments whose slot is `Memory`, except the ones handed
+/// to the spiller (`spilling` of them, which are in neither list), and `disk_clock` those whose
+/// slot is `Disk`, each in the order they arrived (rotated by the CLOCK hand). Lock order: the
+/// writer role, then this, then the index.
 pub(crate) struct Tiers {
     pool: Pool,
     clock: VecDeque<u64>,
     /// The segments in the spill storage, in the same way.
     disk_clock: VecDeque<u64>,
+    /// Segments the spiller is writing: still in RAM, and counted against the disk budget.
+    spilling: usize,
 }
 
 impl Tiers {
@@ -32,6 +36,7 @@ impl Tiers {
             pool,
             clock: VecDeque::new(),
             disk_clock: VecDeque::new(),
+            spilling: 0,
         }
     }
 
@@ -56,7 +61,15 @@ impl Tiers {
     /// it: then nothing is dropped and the writer must wait (`Err`). Any other stream keeps its
     /// bytes in RAM, over the budget, because they cannot be fetched again; so does a failed
     /// spill.
-    pub(crate) fn enforce_budget(&mut self, shared: &Shared, filling: bool) -> Result<(), Blocked> {
+    ///
+    /// `background`: the caller is a stream's writer, which waits for the spiller before it
+    /// gives up its role (see `spiller.rs`); a victim may then be written by the spiller.
+    pub(crate) fn enforce_budget(
+        &mut self,
+        shared: &Shared,
+        filling: bool,
+        background: bool,
+    ) -> Result<(), Blocked> {
         let cfg = &shared.config;
         let refetchable = matches!(shared.filler, Filler::Ranged(_));
         // The segment being filled (a stream writer's, while its source lasts) needs a buffer too.
@@ -75,6 +88,19 @@ impl Tiers {
                     continue;
                 }
                 return Ok(());
+            }
+            if background {
+                // One in flight: take the previous one back, hand this one over, and settle the
+                // previous one while the spiller writes this one.
+                let previous = shared.spiller.finish();
+                let submitted = shared.spiller.submit(&shared.me, victim, write_out);
+                if let Some(done) = previous {
+                    self.settle_background(shared, done);
+                }
+                if submitted {
+                    self.spilling += 1;
+                    continue;
+                }
             }
             match self.spill(shared, victim) {
                 Ok(()) => self.disk_clock.push_back(victim),
@@ -123,7 +149,7 @@ impl Tiers {
     /// evicts the coldest spilled segments to make it fit.
     fn make_disk_room(&mut self, shared: &Shared, refetchable: bool) -> bool {
         let capacity = shared.config.disk_budget / shared.config.segment_size as u64;
-        while self.disk_clock.len() as u64 >= capacity {
+        while (self.disk_clock.len() + self.spilling) as u64 >= capacity {
             if !refetchable {
                 return false;
             }
@@ -178,22 +204,81 @@ impl Tiers {
     /// at the storage under a short write lock. Readers copy under the read lock, so none is
     /// copying from the RAM buffer when it is released.
     fn spill(&mut self, shared: &Shared, segment: u64) -> io::Result<()> {
-        let data = match shared.state.read().index.slot(segment) {
-            Some(Slot::Memory(resident)) => resident.data.clone(),
-            _ => return Ok(()),
-        };
-        let offset = segment << shared.config.shift;
-        let end = offset + data.len() as u64;
-        let storage = shared.storage()?;
-        storage.reserve(end)?;
-        storage.write_at(offset, &data)?;
+        match write_out(shared, segment)? {
+            Some(data) => self.settle_spill(shared, segment, data),
+            None => Ok(()),
+        }
+    }
+
+    /// Points a written segment's slot at the storage and recycles its buffer; if the segment
+    /// was dropped while it was being written (a window moved past it), releases the space.
+    fn settle_spill(&mut self, shared: &Shared, segment: u64, data: Bytes) -> io::Result<()> {
+        let len = data.len() as u64;
         let freed = shared.state.write().index.move_to_disk(segment);
         drop(data);
-        if let Some(freed) = freed {
-            self.pool.give(freed);
+        match freed {
+            Some(freed) => {
+                self.pool.give(freed);
+                Ok(())
+            }
+            None => {
+                let offset = segment << shared.config.shift;
+                shared.storage()?.discard(offset, len)
+            }
         }
-        Ok(())
     }
+
+    /// Takes back the segment the spiller was writing, if any (waiting for it), and settles it
+    /// as `enforce_budget` would have: its slot points at the storage, or after a failure it
+    /// stays in RAM, back in the CLOCK list, and the failure is recorded.
+    pub(crate) fn finish_background(&mut self, shared: &Shared) {
+        if let Some(done) = shared.spiller.finish() {
+            self.settle_background(shared, done);
+        }
+    }
+
+    /// Settles a segment the spiller wrote (or failed to): see `finish_background`.
+    fn settle_background(&mut self, shared: &Shared, (segment, written): (u64, Written)) {
+        self.spilling -= 1;
+        let settled = match written {
+            Ok(Some(data)) => self.settle_spill(shared, segment, data).map(|()| true),
+            Ok(None) => Ok(false),
+            Err(error) => Err(error),
+        };
+        match settled {
+            Ok(true) => self.disk_clock.push_back(segment),
+            Ok(false) => {}
+            Err(error) => {
+                shared.spill_failed(Error::Spill {
+                    offset: segment << shared.config.shift,
+                    error: Arc::new(error),
+                });
+                let in_ram = matches!(
+                    shared.state.read().index.slot(segment),
+                    Some(Slot::Memory(_))
+                );
+                if in_ram {
+                    self.clock.push_front(segment);
+                }
+            }
+        }
+    }
+}
+
+/// Writes a full RAM segment to the spill storage, with no lock held; returns its buffer (to
+/// be released once the slot points at the storage), or `None` if the segment is not in RAM
+/// any more.
+fn write_out(shared: &Shared, segment: u64) -> Written {
+    let data = match shared.state.read().index.slot(segment) {
+        Some(Slot::Memory(resident)) => resident.data.clone(),
+        _ => return Ok(None),
+    };
+    let offset = segment << shared.config.shift;
+    let end = offset + data.len() as u64;
+    let storage = shared.storage()?;
+    storage.reserve(end)?;
+    storage.write_at(offset, &data)?;
+    Ok(Some(data))
 }
 
 /// Removes `segment` from a CLOCK list; whether it was there.

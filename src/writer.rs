@@ -65,7 +65,7 @@ impl Writer {
         }
         if self.pending.is_none() && shared.windowed {
             // A new segment needs room within the budgets before its buffer is taken.
-            shared.tiers.lock().enforce_budget(shared, true)?;
+            shared.tiers.lock().enforce_budget(shared, true, false)?;
         }
         let pending = self.pending.get_or_insert_with(|| Pending {
             segment: self.frontier >> cfg.shift,
@@ -111,8 +111,10 @@ impl Writer {
             if let (true, Some(window)) = (shared.windowed, shared.config.window) {
                 self.slide_window(shared, &mut tiers, window);
             }
-            // A windowed stream that finds no room here waits before its next segment.
-            let _ = tiers.enforce_budget(shared, !shared.windowed);
+            // A windowed stream that finds no room here waits before its next segment. Other
+            // streams may leave the spill to the spiller (waited for in `Role::pull_until`).
+            let background = !shared.windowed;
+            let _ = tiers.enforce_budget(shared, !shared.windowed, background);
         }
     }
 
@@ -171,7 +173,7 @@ impl Writer {
             Some((_, false)) => tiers.forget(),
             None => {}
         }
-        let _ = tiers.enforce_budget(shared, false);
+        let _ = tiers.enforce_budget(shared, false, !shared.windowed);
     }
 
     /// The source failed: record the sticky error. Published bytes stay readable.
@@ -265,11 +267,15 @@ impl<'a> Role<'a> {
         }
     }
 
+    /// Pulls until `need` (see [`Writer::pull_until`]), then settles the spill in flight, so the
+    /// budgets and stats are as if spilling were synchronous when the role is given up.
     pub(crate) fn pull_until(&mut self, shared: &Shared, need: u64) -> Result<(), Blocked> {
-        match self.writer.as_mut() {
+        let pulled = match self.writer.as_mut() {
             Some(writer) => writer.pull_until(shared, need),
             None => Ok(()),
-        }
+        };
+        shared.tiers.lock().finish_background(shared);
+        pulled
     }
 
     /// The writer's published frontier.
