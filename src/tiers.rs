@@ -94,11 +94,16 @@ impl Tiers {
                 // previous one while the spiller writes this one.
                 let previous = shared.spiller.finish();
                 let submitted = shared.spiller.submit(&shared.me, victim, write_out);
-                if let Some(done) = previous {
-                    self.settle_background(shared, done);
-                }
+                let failed = previous.is_some_and(|done| !self.settle_background(shared, done));
                 if submitted {
                     self.spilling += 1;
+                }
+                if failed {
+                    // As inline: a failed spill stays in RAM, over the budget, until the next
+                    // segment tries again (retrying now would spin on a full disk).
+                    return Ok(());
+                }
+                if submitted {
                     continue;
                 }
             }
@@ -237,8 +242,9 @@ impl Tiers {
         }
     }
 
-    /// Settles a segment the spiller wrote (or failed to): see `finish_background`.
-    fn settle_background(&mut self, shared: &Shared, (segment, written): (u64, Written)) {
+    /// Settles a segment the spiller wrote (or failed to): see `finish_background`. Returns
+    /// `false` if the spill failed.
+    fn settle_background(&mut self, shared: &Shared, (segment, written): (u64, Written)) -> bool {
         self.spilling -= 1;
         let settled = match written {
             Ok(Some(data)) => self.settle_spill(shared, segment, data).map(|()| true),
@@ -260,8 +266,10 @@ impl Tiers {
                 if in_ram {
                     self.clock.push_front(segment);
                 }
+                return false;
             }
         }
+        true
     }
 }
 
