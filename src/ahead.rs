@@ -11,7 +11,7 @@
 use std::ops::Range;
 use std::sync::Weak;
 
-use crate::buffer::{Shared, StreamBuffer};
+use crate::shared::Shared;
 use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
 
 /// What the worker should fill next, and whether the buffer is gone.
@@ -48,7 +48,7 @@ impl Ahead {
     }
 
     /// Asks the worker to fill `range`, starting it if needed.
-    pub(crate) fn request(self: &Arc<Self>, shared: &Arc<Shared>, range: Range<u64>) {
+    pub(crate) fn request(self: &Arc<Self>, shared: &Weak<Shared>, range: Range<u64>) {
         let mut want = self.want.lock();
         self.latest_start.store(range.start, Ordering::Relaxed);
         self.latest_end.store(range.end, Ordering::Relaxed);
@@ -56,7 +56,7 @@ impl Ahead {
         self.requests.fetch_add(1, Ordering::Release);
         if !want.started {
             want.started = true;
-            let (ahead, weak) = (self.clone(), Arc::downgrade(shared));
+            let (ahead, weak) = (self.clone(), shared.clone());
             // A worker that cannot be started only means no read-ahead; reads work without it.
             let spawned = crate::sync::spawn("sparsebuf-read-ahead", move || ahead.run(weak));
             if spawned.is_err() {
@@ -115,7 +115,7 @@ impl Ahead {
                 return;
             };
             // One segment's worth; errors are the readers' to see when they get there.
-            let step = StreamBuffer::from_shared(shared).fill_ahead_step(target.clone(), request);
+            let step = shared.fill_ahead_step(target.clone(), request);
             current = match step {
                 Ok(at) if at < target.end && at > target.start => Some((at..target.end, request)),
                 _ => None,

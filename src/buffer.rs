@@ -1,4 +1,5 @@
-//! [`StreamBuffer`]: the shared handle, and the read path's four cases.
+//! [`StreamBuffer`]: the public handle. The engine it drives lives below it (`shared.rs`,
+//! `read.rs`, the appender and the store); nothing there imports this file.
 
 use std::fmt;
 use std::fs::{File, Permissions};
@@ -6,25 +7,20 @@ use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Weak;
 
 use bytes::Bytes;
 
-use crate::ahead::Ahead;
-use crate::config::{Builder, Config};
-use crate::error::{context, invalid_input, range_end, Error};
-use crate::fetch::{claim, fetch, Claim, Ranged};
-use crate::holds::{Blocked, Held, Holds};
-use crate::index::{Index, Location, Slot};
+use crate::config::Builder;
+use crate::error::{context, invalid_input};
+use crate::index::{Location, Slot};
+use crate::pull::Puller;
 use crate::reader::Reader;
-use crate::segment::{BufferCounts, Pool};
+use crate::settings::Config;
+use crate::shared::{Filler, Shared, Want};
 use crate::source::{ChunkSource, Fill, ReadSource};
-use crate::spill::{check_file_size, FileStorage, Spill, SpillStorage};
-use crate::spiller::Spiller;
+use crate::spill::{check_file_size, Spill, SpillStorage};
 use crate::stats::Stats;
-use crate::sync::{Arc, AtomicU64, IndexLock, IndexReadGuard, Mutex, OnceLock, Ordering};
-use crate::tiers::Tiers;
-use crate::writer::{Publish, Role, Writer};
+use crate::sync::{Arc, Mutex, Ordering};
 
 /// A shared, seekable, random-access buffer over a forward-only byte stream.
 ///
@@ -48,7 +44,7 @@ use crate::writer::{Publish, Role, Writer};
 /// the file. Each shard is task-fair (a waiting writer holds back new readers), so a stream of
 /// readers cannot starve publishing. Pulling from the source, range-source fetches and writing
 /// spill data happen with no index lock held: a slow source never stalls readers of filled
-/// data. If the source panics, the panic is caught and becomes [`Error::SourcePanicked`]
+/// data. If the source panics, the panic is caught and becomes [`Error::SourcePanicked`](crate::Error::SourcePanicked)
 /// (sticky for a stream; for a [`RangeSource`](crate::RangeSource), reported to the read that
 /// met it).
 ///
@@ -79,161 +75,6 @@ pub struct StreamBuffer {
     shared: Arc<Shared>,
 }
 
-/// Everything the handles share.
-///
-/// Lock order: `writer`, then `tiers`, then `state`; `state` is never held while waiting for
-/// another lock, while reading the source or while writing spill data. `publish` is only taken
-/// alone.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    /// The index and the stream's fate; see [`State`].
-    pub(crate) state: IndexLock<State>,
-    /// Where new bytes come from: a forward-only stream and its writer role, or a range source.
-    pub(crate) filler: Filler,
-    /// The RAM tier's pool and CLOCK list; see [`Tiers`].
-    pub(crate) tiers: Mutex<Tiers>,
-    /// Wakes readers waiting for a publish.
-    pub(crate) publish: Publish,
-    /// The spill storage: supplied by the builder, or created on the first spill. Set once.
-    pub(crate) storage: OnceLock<Spill>,
-    /// Counters maintained by the writer with relaxed atomics; they may race with `stats`.
-    pub(crate) buffers: Arc<BufferCounts>,
-    pub(crate) source_bytes: AtomicU64,
-    pub(crate) refetched_bytes: AtomicU64,
-    pub(crate) evictions: AtomicU64,
-    pub(crate) spill_errors: AtomicU64,
-    /// The last spill failure, for [`StreamBuffer::spill_error`].
-    pub(crate) last_spill_error: Mutex<Option<Error>>,
-    /// The read-ahead worker's mailbox.
-    pub(crate) ahead: Arc<Ahead>,
-    /// Segments fetched by read-ahead and then read.
-    pub(crate) read_ahead_hits: AtomicU64,
-    /// Bytes the read-ahead worker pulled or fetched.
-    pub(crate) read_ahead_bytes: AtomicU64,
-    /// A forward-only stream with a window: drops its oldest bytes, and tracks `holds`.
-    pub(crate) windowed: bool,
-    /// Where the readers of a windowed stream still need bytes (see `holds.rs`).
-    pub(crate) holds: Holds,
-    /// Times a windowed stream's writer found no room and waited for readers.
-    pub(crate) writer_waits: AtomicU64,
-    /// The background thread that writes a stream's spilled segments (see `spiller.rs`).
-    pub(crate) spiller: Arc<Spiller>,
-    /// This very `Shared`, for the background threads to hold weakly.
-    pub(crate) me: Weak<Shared>,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.ahead.close();
-        self.spiller.close();
-    }
-}
-
-/// Where a buffer's bytes come from.
-pub(crate) enum Filler {
-    /// A forward-only stream. Whoever holds the writer role may read it: held for as long as one
-    /// reader's need takes to pull, never by a thread that waits for anything but the source or
-    /// the disk.
-    Stream(Mutex<Writer>),
-    /// A source that reads at any offset; fetches are claimed in the index (see `fetch.rs`).
-    Ranged(Ranged),
-}
-
-/// The part of the shared state guarded by the index lock.
-///
-/// Invariants: `len`, once `Some`, never changes (declared up front, or set when the source
-/// ended); `complete` means the source ended where `len` says; `error`, once set (stream sources
-/// only), stays set and no byte is added to the index after it. Bytes in the index never change.
-pub(crate) struct State {
-    pub(crate) index: Index,
-    pub(crate) len: Option<u64>,
-    pub(crate) complete: bool,
-    pub(crate) error: Option<Error>,
-    /// Range-source fetches under way (each holds its claimed segments as `Slot::Fetching`).
-    pub(crate) fetches_in_flight: usize,
-    /// A range source without a known length: the stream ends at or before this offset (a
-    /// fetch there read nothing). Becomes `len` once the bytes just before it are filled.
-    pub(crate) end_at_most: Option<u64>,
-    /// A stream with a window: the bytes before this offset were dropped. Only grows.
-    pub(crate) window_start: u64,
-}
-
-impl State {
-    /// `end` clipped to the known length, or to where the stream is known to end at the latest.
-    #[inline]
-    pub(crate) fn clip(&self, end: u64) -> u64 {
-        let end = self.len.map_or(end, |len| end.min(len));
-        self.end_at_most.map_or(end, |at_most| end.min(at_most))
-    }
-
-    /// A range source read nothing at `offset`, or (`exact`) ended exactly there after
-    /// producing bytes. Records what that says about the length.
-    pub(crate) fn found_end(&mut self, offset: u64, exact: bool) {
-        if self.len.is_some() {
-            return;
-        }
-        let bound = self.end_at_most.map_or(offset, |b| b.min(offset));
-        self.end_at_most = Some(bound);
-        if exact || bound == 0 || self.index.filled_end(bound - 1).is_some() {
-            self.len = Some(bound);
-            self.end_at_most = None;
-            self.complete = true;
-        }
-    }
-
-    /// After a publish: a bound right behind filled bytes is the length.
-    pub(crate) fn settle_end(&mut self) {
-        if let Some(bound) = self.end_at_most {
-            self.found_end(bound, false);
-        }
-    }
-}
-
-/// How much a read waits for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Want {
-    /// The whole range (or up to the end of the stream): `read_at` semantics.
-    All,
-    /// At least one byte: `Read::read` semantics for cursors.
-    Some,
-    /// As `All`, for the read-ahead worker: what it pulls counts as read-ahead.
-    Ahead,
-}
-
-impl Shared {
-    /// The spill storage, created on first use.
-    pub(crate) fn storage(&self) -> io::Result<&Spill> {
-        if let Some(storage) = self.storage.get() {
-            return Ok(storage);
-        }
-        let dir = &self.config.spill_dir;
-        let created = FileStorage::new_in(dir)
-            .map_err(|e| context(e, format!("creating a spill file in {}", dir.display())))?;
-        Ok(self.storage.get_or_init(|| Spill::File(created)))
-    }
-
-    /// `end` clipped to what is known of the stream's length, under a fresh read lock.
-    fn clip(&self, end: u64) -> u64 {
-        self.state.read().clip(end)
-    }
-
-    pub(crate) fn spill_failed(&self, error: Error) {
-        self.spill_errors.fetch_add(1, Ordering::Relaxed);
-        *self.last_spill_error.lock() = Some(error);
-    }
-
-    /// Copies `dst.len()` bytes at `offset`, which the caller found filled under `state`.
-    #[inline]
-    fn copy(&self, state: &State, offset: u64, dst: &mut [u8]) -> io::Result<()> {
-        let storage = self.storage.get();
-        let hits = state.index.copy_out(storage, offset, dst)?;
-        if hits > 0 {
-            self.read_ahead_hits.fetch_add(hits, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-}
-
 impl StreamBuffer {
     /// A buffer with the default settings over `reader`.
     ///
@@ -249,7 +90,7 @@ impl StreamBuffer {
     }
 
     /// A buffer with the default settings over an iterator of chunks, such as the body of an
-    /// HTTP response. An `Err` item is the source's failure (see [`Error`]).
+    /// HTTP response. An `Err` item is the source's failure (see [`Error`](crate::Error)).
     ///
     /// # Examples
     ///
@@ -271,21 +112,8 @@ impl StreamBuffer {
     }
 
     fn with_defaults(source: Box<dyn Fill>) -> Self {
-        let config = Config {
-            shift: crate::config::DEFAULT_SEGMENT_SIZE.trailing_zeros(),
-            segment_size: crate::config::DEFAULT_SEGMENT_SIZE,
-            memory_budget: crate::config::DEFAULT_MEMORY_BUDGET,
-            spill_dir: std::env::temp_dir(),
-            declared_len: None,
-            disk_budget: u64::MAX,
-            read_ahead: 0,
-            window: None,
-        };
-        Self::from_parts(
-            config,
-            Filler::Stream(Mutex::new(Writer::new(source))),
-            None,
-        )
+        let filler = Filler::Pull(Mutex::new(Puller::new(source)));
+        Self::from_parts(Builder::new().unchecked(), filler, None)
     }
 
     /// A [`Builder`] to choose segment size, memory budget, spill directory and length.
@@ -298,49 +126,8 @@ impl StreamBuffer {
         filler: Filler,
         storage: Option<Arc<dyn SpillStorage>>,
     ) -> Self {
-        let buffers = Arc::new(BufferCounts::default());
-        let pool = Pool::new(config.segment_size, buffers.clone());
-        let storage_cell = OnceLock::new();
-        if let Some(storage) = storage {
-            let _ = storage_cell.set(Spill::Custom(storage));
-        }
-        let len = match &filler {
-            Filler::Ranged(r) => config.declared_len.or_else(|| r.source.len()),
-            Filler::Stream(_) => config.declared_len,
-        };
-        let windowed = config.window.is_some() && matches!(filler, Filler::Stream(_));
-        let state = State {
-            index: Index::new(config.shift),
-            len,
-            complete: false,
-            error: None,
-            fetches_in_flight: 0,
-            end_at_most: None,
-            window_start: 0,
-        };
         StreamBuffer {
-            shared: Arc::new_cyclic(|me| Shared {
-                config,
-                state: IndexLock::new(state),
-                filler,
-                tiers: Mutex::new(Tiers::new(pool)),
-                publish: Publish::new(),
-                storage: storage_cell,
-                buffers,
-                source_bytes: AtomicU64::new(0),
-                refetched_bytes: AtomicU64::new(0),
-                evictions: AtomicU64::new(0),
-                spill_errors: AtomicU64::new(0),
-                last_spill_error: Mutex::new(None),
-                ahead: Arc::new(Ahead::new()),
-                read_ahead_hits: AtomicU64::new(0),
-                read_ahead_bytes: AtomicU64::new(0),
-                windowed,
-                holds: Holds::new(),
-                writer_waits: AtomicU64::new(0),
-                spiller: Arc::new(Spiller::new()),
-                me: me.clone(),
-            }),
+            shared: Shared::new(config, filler, storage),
         }
     }
 
@@ -353,7 +140,7 @@ impl StreamBuffer {
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidInput`] if `offset + buf.len()` overflows `u64`. If the source
-    /// fails before the range is filled, the source's error (see [`Error`]); the same error
+    /// fails before the range is filled, the source's error (see [`Error`](crate::Error)); the same error
     /// reaches every later read that needs bytes past that point.
     ///
     /// # Examples
@@ -368,7 +155,7 @@ impl StreamBuffer {
     /// ```
     #[inline]
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.read_inner(offset, buf, Want::All)
+        self.shared.read_inner(offset, buf, Want::All)
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`.
@@ -419,7 +206,7 @@ impl StreamBuffer {
                 range.start, range.end
             )));
         }
-        let end = self.wait_held(range.start, range.end)?;
+        let end = self.shared.wait_held(range.start, range.end)?;
         let len = usize::try_from(end - range.start).map_err(|_| {
             io::Error::new(io::ErrorKind::OutOfMemory, "range too large for memory")
         })?;
@@ -473,18 +260,8 @@ impl StreamBuffer {
             u64::MAX => (u64::MAX - 1, u64::MAX),
             start => (start, start + 1),
         };
-        let reached = self.wait_held(from, to)?;
+        let reached = self.shared.wait_held(from, to)?;
         Ok(reached.min(self.shared.clip(range.end)))
-    }
-
-    /// `wait_filled` for the whole range, which a windowed stream keeps whole meanwhile (or
-    /// fails with [`Error::WindowFull`] if its budgets cannot).
-    fn wait_held(&self, offset: u64, end: u64) -> io::Result<u64> {
-        let _held = self
-            .shared
-            .windowed
-            .then(|| Held::new(&self.shared.holds, offset));
-        self.wait_filled(offset, end, Want::All)
     }
 
     /// A new cursor at offset 0, implementing [`Read`], [`Seek`](std::io::Seek) and
@@ -521,7 +298,7 @@ impl StreamBuffer {
 
     /// The first byte still kept: 0 unless a live stream's [`window`](Builder::window) has
     /// moved past the start (bytes before it are gone, and reads there get
-    /// [`Error::BehindWindow`]). It only grows.
+    /// [`Error::BehindWindow`](crate::Error::BehindWindow)). It only grows.
     pub fn window_start(&self) -> u64 {
         self.shared.state.read().window_start
     }
@@ -530,25 +307,10 @@ impl StreamBuffer {
     ///
     /// # Errors
     ///
-    /// The source's error, if it fails (sticky: see [`Error`]), including
-    /// [`Error::EndedEarly`] and [`Error::RanLong`] against a declared length.
+    /// The source's error, if it fails (sticky: see [`Error`](crate::Error)), including
+    /// [`Error::EndedEarly`](crate::Error::EndedEarly) and [`Error::RanLong`](crate::Error::RanLong) against a declared length.
     pub fn fill_to_end(&self) -> io::Result<u64> {
-        if let Filler::Ranged(_) = self.shared.filler {
-            return self.fetch_all();
-        }
-        loop {
-            let seen = self.shared.publish.generation();
-            {
-                let state = self.shared.state.read();
-                if let Some(error) = &state.error {
-                    return Err(error.clone().into());
-                }
-                if state.complete {
-                    return Ok(state.len.unwrap_or(0));
-                }
-            }
-            self.fill_or_wait(u64::MAX, seen, false)?;
-        }
+        self.shared.fill_to_end()
     }
 
     /// Pulls the rest of the stream and writes the whole resource to `path`, atomically: the
@@ -638,7 +400,7 @@ impl StreamBuffer {
                     )));
                 }
                 let end = ((segment + 1) << shift).min(total);
-                self.wait_filled(offset, end, Want::All)?;
+                self.shared.wait_filled(offset, end, Want::All)?;
                 continue;
             }
             holes = 0;
@@ -706,52 +468,6 @@ impl StreamBuffer {
         self.shared.last_spill_error.lock().clone().map(Into::into)
     }
 
-    /// A range source's `fill_to_end`: one pass over the stream, fetching each hole, until the
-    /// end is known and passed. One pass, not "until everything is filled": under a disk
-    /// budget smaller than the stream, early segments are evicted while later ones arrive.
-    fn fetch_all(&self) -> io::Result<u64> {
-        self.wait_filled(0, u64::MAX, Want::All)
-    }
-
-    /// Reads for `read_at` (`Want::All`) and for cursors (`Want::Some`).
-    #[inline]
-    pub(crate) fn read_inner(&self, offset: u64, buf: &mut [u8], want: Want) -> io::Result<usize> {
-        let end = range_end(offset, buf.len())?;
-        let n = match self.read_filled(offset, end, buf, want) {
-            Some(done) => done?,
-            None => self.read_slow(offset, end, buf, want)?,
-        };
-        let ahead = self.shared.config.read_ahead;
-        if ahead > 0 && n > 0 {
-            let from = offset + n as u64;
-            self.request_ahead(from..from.saturating_add(ahead));
-        }
-        Ok(n)
-    }
-
-    #[cold]
-    fn request_ahead(&self, range: Range<u64>) {
-        if let Some(range) = self.clamp_ahead(range) {
-            self.shared.ahead.request(&self.shared, range);
-        }
-    }
-
-    /// `range` cut to what the budgets can keep besides the segments a reader is in and is
-    /// leaving: the segment that holds its start and `kept - 3` more, where `kept` is how many
-    /// segments the memory and disk budgets hold together. `None` if that leaves nothing
-    /// (budgets of two segments or less). Reading further ahead would evict what was fetched
-    /// before the reader got there, and fetch it again.
-    fn clamp_ahead(&self, range: Range<u64>) -> Option<Range<u64>> {
-        let cfg = &self.shared.config;
-        let size = cfg.segment_size as u64;
-        let kept = (cfg.memory_budget as u64 / size).saturating_add(cfg.disk_budget / size);
-        let ahead = kept.checked_sub(3)?;
-        let first = range.start >> cfg.shift;
-        let limit = first.saturating_add(ahead + 1).saturating_mul(size);
-        let end = range.end.min(limit);
-        (range.start < end).then_some(range.start..end)
-    }
-
     /// Starts filling `range` in the background and returns at once: pulls a stream up to its
     /// end, or fetches a range source's holes in it. Use [`wait_for`](StreamBuffer::wait_for)
     /// to wait. A later `prefetch` (or, with [`Builder::read_ahead`], a later read) replaces
@@ -768,278 +484,12 @@ impl StreamBuffer {
     /// ```
     pub fn prefetch(&self, range: Range<u64>) {
         if range.start < range.end {
-            self.request_ahead(range);
+            self.shared.request_ahead(range);
         }
-    }
-
-    /// The worker's step: fill `range` up to the end of the segment holding its start; returns
-    /// where the step ended (errors are left for readers to meet).
-    pub(crate) fn fill_ahead_step(&self, range: Range<u64>, request: u64) -> io::Result<u64> {
-        let shared = &*self.shared;
-        let size = shared.config.segment_size as u64;
-        let segment_end = (range.start >> shared.config.shift)
-            .saturating_add(1)
-            .saturating_mul(size);
-        let end = range.end.min(segment_end);
-        match &shared.filler {
-            Filler::Ranged(ranged) => {
-                self.walk_ranged(ranged, range.start, end, None, Want::Ahead, Some(request))
-            }
-            Filler::Stream(_) => self.wait_filled(range.start, end, Want::Ahead),
-        }
-    }
-
-    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
-        StreamBuffer { shared }
     }
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
-    }
-
-    /// The fast path: one read lock, one lookup, one copy; `None` if the source must be asked.
-    #[inline]
-    fn read_filled(
-        &self,
-        offset: u64,
-        end: u64,
-        buf: &mut [u8],
-        want: Want,
-    ) -> Option<io::Result<usize>> {
-        let state = self.shared.state.read();
-        let end = state.clip(end);
-        if offset >= end {
-            return Some(Ok(0));
-        }
-        let filled = state.index.filled_end(offset)?.min(end);
-        if filled < end && want == Want::All {
-            return None;
-        }
-        Some(self.copy_locked(&state, offset, filled, buf))
-    }
-
-    #[cold]
-    fn read_slow(&self, offset: u64, end: u64, buf: &mut [u8], want: Want) -> io::Result<usize> {
-        if let Filler::Ranged(ranged) = &self.shared.filler {
-            let reached = self.walk_ranged(ranged, offset, end, Some(buf), want, None)?;
-            return Ok((reached - offset) as usize);
-        }
-        if self.shared.windowed && want == Want::All {
-            return self.read_windowed(offset, end, buf);
-        }
-        loop {
-            let ready = self.wait_filled(offset, end, want)?;
-            // Look again under the lock the copy holds: bytes may have been evicted in between.
-            let state = self.shared.state.read();
-            let filled = state.index.filled_end(offset).unwrap_or(offset).min(ready);
-            if offset >= ready || filled == ready || (want == Want::Some && filled > offset) {
-                return self.copy_locked(&state, offset, filled.max(offset), buf);
-            }
-        }
-    }
-
-    /// A read of (or, without `buf`, a wait for) `[offset, end)` from a range source: one pass
-    /// from `offset`, copying whatever is filled at the position under one lock, then fetching
-    /// the next hole (or waiting for whoever fetches it). Returns the position reached: `end`
-    /// clipped to the stream, or for `Want::Some` the end of the first piece.
-    ///
-    /// A pass, not "until everything is filled at once": segments may be evicted once passed,
-    /// so budgets smaller than the range cannot starve it, and the reader that fetches a segment
-    /// copies from the buffer it fetched. `ahead`: the read-ahead worker's walk for the request
-    /// numbered so (see `Ahead::requests`), whose fetched segments count toward
-    /// `Stats::read_ahead_hits` when read; it stops before a fetch once a newer request came.
-    fn walk_ranged(
-        &self,
-        ranged: &Ranged,
-        offset: u64,
-        end: u64,
-        mut buf: Option<&mut [u8]>,
-        want: Want,
-        ahead: Option<u64>,
-    ) -> io::Result<u64> {
-        let shared = &*self.shared;
-        let mut pos = offset;
-        loop {
-            let seen = shared.publish.generation();
-            let claimed = {
-                let mut state = shared.state.write();
-                let end = state.clip(end);
-                if pos >= end {
-                    return Ok(pos.max(offset).min(end.max(offset)));
-                }
-                if let Some(filled) = state.index.filled_end(pos) {
-                    let upto = filled.min(end);
-                    if let Some(buf) = buf.as_deref_mut() {
-                        let dst = &mut buf[(pos - offset) as usize..(upto - offset) as usize];
-                        shared.copy(&state, pos, dst)?;
-                    }
-                    pos = upto;
-                    if pos == end || want == Want::Some {
-                        return Ok(pos);
-                    }
-                    continue;
-                }
-                if let Some(request) = ahead {
-                    // A newer request: this step may be for bytes its reader already passed.
-                    if shared.ahead.requests() != request {
-                        return Ok(pos);
-                    }
-                    // A reader is fetching this segment itself: read-ahead goes on past it.
-                    let segment = pos >> shared.config.shift;
-                    if matches!(state.index.slot(segment), Some(Slot::Fetching)) {
-                        return Ok(end);
-                    }
-                }
-                claim(
-                    &mut state,
-                    shared.config.shift,
-                    pos,
-                    end,
-                    ranged.max_fetches,
-                )
-            };
-            match claimed {
-                Claim::Fetch(segments) => {
-                    let start = segments.start << shared.config.shift;
-                    // The run may start past `pos` (whose segment someone else is fetching).
-                    let covers_pos = start <= pos;
-                    if let Some(data) =
-                        fetch(shared, ranged, segments, ahead.is_some())?.filter(|_| covers_pos)
-                    {
-                        // Straight from the fetched buffer: evicting it cannot undo this read.
-                        let have = (start + data.len() as u64).min(shared.clip(end));
-                        let n = have.saturating_sub(pos) as usize;
-                        // n == 0: the segment ends before `pos` (the end of the stream).
-                        if let Some(buf) = buf.as_deref_mut().filter(|_| n > 0) {
-                            let (from, at) = ((pos - start) as usize, (pos - offset) as usize);
-                            buf[at..at + n].copy_from_slice(&data[from..from + n]);
-                        }
-                        pos += n as u64;
-                        if n > 0 && want == Want::Some {
-                            return Ok(pos);
-                        }
-                    }
-                }
-                Claim::Wait => shared.publish.wait(seen),
-                Claim::Retry => {}
-            }
-        }
-    }
-
-    /// A windowed stream's `read_at`: piece by piece, holding the position reached, so that a
-    /// read larger than the budgets can keep at once still completes and the writer never
-    /// drops bytes it has yet to copy.
-    fn read_windowed(&self, offset: u64, end: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let held = Held::new(&self.shared.holds, offset);
-        let mut pos = offset;
-        while pos < end {
-            let at = (pos - offset) as usize;
-            let n = self.read_slow(pos, end, &mut buf[at..], Want::Some)?;
-            if n == 0 {
-                break;
-            }
-            pos += n as u64;
-            held.set(pos);
-        }
-        Ok((pos - offset) as usize)
-    }
-
-    fn copy_locked(
-        &self,
-        state: &IndexReadGuard<'_, State>,
-        offset: u64,
-        end: u64,
-        buf: &mut [u8],
-    ) -> io::Result<usize> {
-        let n = (end - offset) as usize;
-        self.shared.copy(state, offset, &mut buf[..n])?;
-        Ok(n)
-    }
-
-    /// Waits until `[offset, end)` is filled (for `Want::Some`, until `offset` is), pulling from
-    /// the source as needed. Returns the end of what may be copied: `end` clipped to the stream.
-    fn wait_filled(&self, offset: u64, end: u64, want: Want) -> io::Result<u64> {
-        if let Filler::Ranged(ranged) = &self.shared.filler {
-            return self.walk_ranged(ranged, offset, end, None, want, None);
-        }
-        loop {
-            // Read the generation before looking: a publish after this point wakes the wait.
-            let seen = self.shared.publish.generation();
-            let need = {
-                let state = self.shared.state.read();
-                let end = state.clip(end);
-                if offset >= end {
-                    return Ok(offset);
-                }
-                if offset < state.window_start {
-                    let window_start = state.window_start;
-                    return Err(Error::BehindWindow {
-                        offset,
-                        window_start,
-                    }
-                    .into());
-                }
-                match state.index.location(offset, end - offset) {
-                    // Every byte is there: nothing to pull.
-                    Location::BeforeIndex => return Ok(end),
-                    // Starts in filled data: a cursor takes what is there now.
-                    Location::Bisected if want == Want::Some => {
-                        return Ok(state.index.filled_end(offset).unwrap_or(offset).min(end))
-                    }
-                    // Ends past the frontier, starts at it, or starts beyond it: the source must
-                    // produce up to the needed byte. A forward-only source streams through any
-                    // gap before `offset` on the way.
-                    Location::Bisected | Location::AtIndex | Location::AfterIndex => {
-                        if let Some(error) = &state.error {
-                            return Err(error.clone().into());
-                        }
-                        match want {
-                            Want::All | Want::Ahead => end,
-                            Want::Some => offset + 1,
-                        }
-                    }
-                }
-            };
-            self.fill_or_wait(need, seen, want == Want::Ahead)?;
-        }
-    }
-
-    /// Makes a stream produce bytes up to `need`: becomes the writer and pulls, or, if another
-    /// thread is the writer, waits for its next publish (or its release of the role) after
-    /// generation `seen`. A windowed stream's writer that finds no room gives up the role and
-    /// waits for a reader to move on. (Range sources are read by `walk_ranged`.) `ahead`: the
-    /// read-ahead worker asks, and what it pulls counts in `Stats::read_ahead_bytes`.
-    fn fill_or_wait(&self, need: u64, seen: u64, ahead: bool) -> io::Result<()> {
-        let shared = &*self.shared;
-        let Filler::Stream(writer) = &shared.filler else {
-            return Ok(());
-        };
-        let Some(writer) = writer.try_lock() else {
-            shared.publish.wait(seen);
-            return Ok(());
-        };
-        let from = writer.frontier();
-        let mut role = Role::new(writer, &shared.publish);
-        let pulled = role.pull_until(shared, need);
-        if ahead {
-            let pulled_bytes = role.frontier().saturating_sub(from);
-            shared
-                .read_ahead_bytes
-                .fetch_add(pulled_bytes, Ordering::Relaxed);
-        }
-        // The role is released here, before any wait.
-        drop(role);
-        match pulled {
-            Ok(()) => Ok(()),
-            Err(Blocked {
-                own: Some(held), ..
-            }) => Err(Error::WindowFull { needed: need, held }.into()),
-            Err(Blocked { generation, .. }) => {
-                shared.writer_waits.fetch_add(1, Ordering::Relaxed);
-                shared.holds.wait(generation);
-                Ok(())
-            }
-        }
     }
 }
 
@@ -1080,16 +530,16 @@ mod tests {
     fn the_fast_path_declines_unfilled_ranges() {
         let buf = StreamBuffer::new(io::Cursor::new(pattern(1000)));
         let mut dst = [0u8; 10];
-        assert!(buf.read_filled(0, 10, &mut dst, Want::All).is_none());
+        assert!(buf.shared.read_filled(0, 10, &mut dst, Want::All).is_none());
         assert_eq!(buf.read_at(0, &mut dst).unwrap(), 10);
         assert!(matches!(
-            buf.read_filled(990, 1000, &mut dst, Want::All),
+            buf.shared.read_filled(990, 1000, &mut dst, Want::All),
             Some(Ok(10))
         ));
         // Past the known end: answered without the source.
         buf.fill_to_end().unwrap();
         assert!(matches!(
-            buf.read_filled(5000, 5010, &mut dst, Want::All),
+            buf.shared.read_filled(5000, 5010, &mut dst, Want::All),
             Some(Ok(0))
         ));
     }

@@ -1,40 +1,22 @@
-//! Configuration: the [`Builder`] and the validated settings it produces.
+//! The [`Builder`]: the public way to choose a buffer's settings (checked into a `Config`,
+//! see `settings.rs`) and its source.
 
 use std::fmt;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
-use crate::buffer::{Filler, StreamBuffer};
+use crate::buffer::StreamBuffer;
 use crate::error::invalid_input;
 use crate::fetch::Ranged;
+use crate::pull::Puller;
+use crate::settings::{
+    Config, DEFAULT_MAX_FETCHES, DEFAULT_MEMORY_BUDGET, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE,
+    MIN_SEGMENT_SIZE,
+};
+use crate::shared::Filler;
 use crate::source::{ChunkSource, Fill, RangeSource, ReadSource};
 use crate::spill::SpillStorage;
 use crate::sync::Mutex;
-use crate::writer::Writer;
-
-/// Default segment size: 64 KiB.
-pub(crate) const DEFAULT_SEGMENT_SIZE: usize = 64 * 1024;
-/// Default memory budget: 5 MiB.
-pub(crate) const DEFAULT_MEMORY_BUDGET: usize = 5 * 1024 * 1024;
-/// Default number of concurrent range-source fetches.
-pub(crate) const DEFAULT_MAX_FETCHES: usize = 4;
-/// Smallest segment size accepted.
-pub(crate) const MIN_SEGMENT_SIZE: usize = 256;
-/// Largest segment size accepted.
-pub(crate) const MAX_SEGMENT_SIZE: usize = 1 << 30;
-
-/// Settings of a [`StreamBuffer`], checked by [`Builder::build`].
-pub(crate) struct Config {
-    /// log2 of `segment_size`.
-    pub(crate) shift: u32,
-    pub(crate) segment_size: usize,
-    pub(crate) memory_budget: usize,
-    pub(crate) spill_dir: PathBuf,
-    pub(crate) declared_len: Option<u64>,
-    pub(crate) disk_budget: u64,
-    pub(crate) read_ahead: u64,
-    pub(crate) window: Option<u64>,
-}
 
 /// Configures and builds a [`StreamBuffer`]; made by [`StreamBuffer::builder`].
 ///
@@ -314,8 +296,23 @@ impl Builder {
 
     fn build_with(self, source: Box<dyn Fill>) -> io::Result<StreamBuffer> {
         let storage = self.storage.clone();
-        let filler = Filler::Stream(Mutex::new(Writer::new(source)));
+        let filler = Filler::Pull(Mutex::new(Puller::new(source)));
         Ok(StreamBuffer::from_parts(self.config()?, filler, storage))
+    }
+
+    /// The settings as they are, unchecked (see [`config`](Builder::config)); the defaults need
+    /// no check.
+    pub(crate) fn unchecked(self) -> Config {
+        Config {
+            shift: self.segment_size.trailing_zeros(),
+            segment_size: self.segment_size,
+            memory_budget: self.memory_budget,
+            spill_dir: self.spill_dir.unwrap_or_else(std::env::temp_dir),
+            declared_len: self.len,
+            disk_budget: self.disk_budget,
+            read_ahead: self.read_ahead,
+            window: self.window,
+        }
     }
 
     /// Checks the settings.
@@ -332,26 +329,13 @@ impl Builder {
                  no byte could be read before it is dropped"
             )));
         }
-        let spill_dir = match self.spill_dir {
-            Some(dir) if !dir.is_dir() => {
-                return Err(invalid_input(format!(
-                    "spill directory {} is not a directory",
-                    dir.display()
-                )))
-            }
-            Some(dir) => dir,
-            None => std::env::temp_dir(),
-        };
-        Ok(Config {
-            shift: size.trailing_zeros(),
-            segment_size: size,
-            memory_budget: self.memory_budget,
-            spill_dir,
-            declared_len: self.len,
-            disk_budget: self.disk_budget,
-            read_ahead: self.read_ahead,
-            window: self.window,
-        })
+        if let Some(dir) = self.spill_dir.as_ref().filter(|dir| !dir.is_dir()) {
+            return Err(invalid_input(format!(
+                "spill directory {} is not a directory",
+                dir.display()
+            )));
+        }
+        Ok(self.unchecked())
     }
 }
 

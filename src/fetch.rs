@@ -6,9 +6,9 @@
 use std::io;
 use std::ops::Range;
 
-use crate::buffer::{Shared, State};
 use crate::error::Error;
 use crate::index::Slot;
+use crate::shared::{Shared, State};
 use crate::source::{call, RangeSource};
 
 /// The most segments one fetch claims: a long read becomes several fetches, which can run in

@@ -77,15 +77,21 @@
 #![warn(missing_docs)]
 
 mod ahead;
+mod append;
 mod buffer;
 mod config;
 mod error;
 mod fetch;
 mod holds;
 mod index;
+mod publish;
+mod pull;
+mod read;
 mod reader;
 mod segment;
+mod settings;
 mod sharded;
+mod shared;
 mod slots;
 mod source;
 mod spill;
@@ -93,7 +99,6 @@ mod spiller;
 mod stats;
 mod sync;
 mod tiers;
-mod writer;
 
 pub use buffer::StreamBuffer;
 pub use config::Builder;

@@ -3,8 +3,9 @@
 use std::fmt;
 use std::io::{self, BufRead, Read, Seek, SeekFrom};
 
-use crate::buffer::{StreamBuffer, Want};
+use crate::buffer::StreamBuffer;
 use crate::error::invalid_input;
+use crate::shared::Want;
 
 /// Size of a cursor's own buffer for [`BufRead`]; reads at least this large bypass it.
 const CAPACITY: usize = 8 * 1024;
@@ -54,7 +55,8 @@ impl Reader {
     pub(crate) fn new(buffer: StreamBuffer, pos: u64) -> Self {
         let hold = buffer
             .shared()
-            .windowed
+            .window
+            .is_some()
             .then(|| buffer.shared().holds.add(pos));
         Reader {
             buffer,
@@ -98,7 +100,7 @@ impl Reader {
 fn read_from(buffer: &StreamBuffer, pos: u64, dst: &mut [u8]) -> io::Result<usize> {
     let room = usize::try_from(u64::MAX - pos).unwrap_or(usize::MAX);
     let len = dst.len().min(room);
-    buffer.read_inner(pos, &mut dst[..len], Want::Some)
+    buffer.shared().read_inner(pos, &mut dst[..len], Want::Some)
 }
 
 impl Read for Reader {

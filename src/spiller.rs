@@ -15,7 +15,7 @@ use std::sync::Weak;
 
 use bytes::Bytes;
 
-use crate::buffer::Shared;
+use crate::shared::Shared;
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// The spiller's mailbox, shared by the buffer and its thread (not part of `Shared`, so the

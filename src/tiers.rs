@@ -7,11 +7,11 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::buffer::{Filler, Shared};
 use crate::error::Error;
 use crate::holds::Blocked;
 use crate::index::{Evicted, Slot};
 use crate::segment::Pool;
+use crate::shared::{Filler, Shared};
 use crate::spiller::Written;
 use crate::sync::{Arc, Ordering};
 
@@ -84,7 +84,7 @@ impl Tiers {
                     continue;
                 }
                 self.clock.push_front(victim);
-                if shared.windowed && self.drop_oldest(shared)? {
+                if shared.window.is_some() && self.drop_oldest(shared)? {
                     continue;
                 }
                 return Ok(());

@@ -1,0 +1,167 @@
+//! The appender: the one place where bytes enter the store. It reserves a segment (making
+//! room within the budgets first on a windowed stream), takes bytes written into the segment's
+//! unpublished tail, publishes them, seals full segments, slides the window, and ends the stream
+//! cleanly or with a sticky error. A producer (the pull driver today) owns one and calls it.
+
+use bytes::BytesMut;
+
+use crate::error::Error;
+use crate::holds::Blocked;
+use crate::index::Slot;
+use crate::shared::Shared;
+use crate::sync::Ordering;
+use crate::tiers::Tiers;
+
+/// The producer's side of the index.
+///
+/// Invariants: `frontier` is the end of the published bytes; `pending`, if any, is the segment
+/// containing `frontier`, and its `tail` the part of that segment's buffer not yet published.
+/// After `finish` or `fail`, the index's state says which, and nothing more is appended.
+pub(crate) struct Appender {
+    frontier: u64,
+    pending: Option<Pending>,
+}
+
+/// The segment being filled, and the unpublished rest of its buffer.
+struct Pending {
+    segment: u64,
+    tail: BytesMut,
+}
+
+impl Appender {
+    pub(crate) fn new() -> Self {
+        Appender {
+            frontier: 0,
+            pending: None,
+        }
+    }
+
+    /// The end of the published bytes.
+    pub(crate) fn frontier(&self) -> u64 {
+        self.frontier
+    }
+
+    /// The unpublished rest of the segment being filled, taking a new segment if needed, cut
+    /// to what a declared length leaves. `Ok(None)`: the declared length is reached. `Err`: a
+    /// windowed stream has no room for another segment until a reader moves on.
+    pub(crate) fn room(&mut self, shared: &Shared) -> Result<Option<&mut [u8]>, Blocked> {
+        let cfg = &shared.config;
+        let left = cfg
+            .declared_len
+            .map(|len| len.saturating_sub(self.frontier));
+        if left == Some(0) {
+            return Ok(None);
+        }
+        if self.pending.is_none() && shared.window.is_some() {
+            // A new segment needs room within the budgets before its buffer is taken.
+            shared.tiers.lock().enforce_budget(shared, true, false)?;
+        }
+        let frontier = self.frontier;
+        let pending = self.pending.get_or_insert_with(|| Pending {
+            segment: frontier >> cfg.shift,
+            tail: shared.tiers.lock().take(),
+        });
+        let want = left.map_or(pending.tail.len(), |left| {
+            usize::try_from(left).map_or(pending.tail.len(), |l| l.min(pending.tail.len()))
+        });
+        Ok(Some(&mut pending.tail[..want]))
+    }
+
+    /// Publishes the first `n` bytes of [`room`](Appender::room): an O(1) append under the
+    /// write lock; readers see them when this returns.
+    pub(crate) fn commit(&mut self, shared: &Shared, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let Some(pending) = self.pending.as_mut() else {
+            return;
+        };
+        let piece = pending.tail.split_to(n);
+        let complete = pending.tail.is_empty();
+        let segment = pending.segment;
+        let range = self.frontier..self.frontier + n as u64;
+        {
+            let mut state = shared.state.write();
+            state.index.append(segment, range.clone(), piece);
+            if complete {
+                state.index.seal(segment);
+            }
+        }
+        self.frontier = range.end;
+        shared.source_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        shared.publish.notify();
+        if complete {
+            self.pending = None;
+            let mut tiers = shared.tiers.lock();
+            tiers.admit(segment);
+            if let Some(window) = shared.window {
+                self.slide_window(shared, &mut tiers, window);
+            }
+            // A windowed stream that finds no room here waits before its next segment. Other
+            // streams may leave the spill to the spiller (settled in `Role::pull_until`).
+            let unbounded = shared.window.is_none();
+            let _ = tiers.enforce_budget(shared, unbounded, unbounded);
+        }
+    }
+
+    /// Drops the whole segments that fell out of the last `window` bytes. Readers that start
+    /// before the new window start get [`Error::BehindWindow`]; the window start is raised
+    /// before the segments go, under the same write lock as each removal.
+    fn slide_window(&mut self, shared: &Shared, tiers: &mut Tiers, window: u64) {
+        let shift = shared.config.shift;
+        let first_kept = self.frontier.saturating_sub(window) >> shift;
+        let first_dropped = {
+            let mut state = shared.state.write();
+            if first_kept << shift <= state.window_start {
+                return;
+            }
+            std::mem::replace(&mut state.window_start, first_kept << shift) >> shift
+        };
+        tiers.drop_segments(shared, first_dropped..first_kept);
+    }
+
+    /// The stream ended: seal the last segment and record the length (an error if a declared
+    /// length says more was due).
+    pub(crate) fn finish(&mut self, shared: &Shared) {
+        if let Some(declared) = shared.config.declared_len {
+            if self.frontier < declared {
+                let actual = self.frontier;
+                return self.fail(shared, Error::EndedEarly { declared, actual });
+            }
+        }
+        let last = self.pending.take().map(|p| p.segment);
+        let sealed = {
+            let mut state = shared.state.write();
+            state.len = Some(self.frontier);
+            state.complete = true;
+            last.map(|segment| (segment, state.index.seal(segment)))
+        };
+        shared.publish.notify();
+        let mut tiers = shared.tiers.lock();
+        match sealed {
+            Some((segment, true)) => tiers.admit(segment),
+            Some((_, false)) => tiers.forget(),
+            None => {}
+        }
+        let unbounded = shared.window.is_none();
+        let _ = tiers.enforce_budget(shared, false, unbounded);
+    }
+
+    /// The stream failed: record the sticky error. Published bytes stay readable.
+    pub(crate) fn fail(&mut self, shared: &Shared, err: Error) {
+        let pending = self.pending.take();
+        let unused_buffer = {
+            let mut state = shared.state.write();
+            let published = pending
+                .as_ref()
+                .and_then(|p| state.index.slot(p.segment))
+                .is_some_and(|slot| matches!(slot, Slot::Filling(_)));
+            state.error = Some(err);
+            pending.is_some() && !published
+        };
+        if unused_buffer {
+            shared.tiers.lock().forget();
+        }
+        shared.publish.notify();
+    }
+}

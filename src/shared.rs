@@ -1,0 +1,226 @@
+//! The state every handle of a buffer shares ([`Shared`]), what its index lock guards
+//! ([`State`]), where its bytes come from ([`Filler`]), and the lock order.
+
+use std::io;
+use std::sync::Weak;
+
+use crate::ahead::Ahead;
+use crate::error::{context, Error};
+use crate::fetch::Ranged;
+use crate::holds::Holds;
+use crate::index::Index;
+use crate::publish::Publish;
+use crate::pull::Puller;
+use crate::segment::{BufferCounts, Pool};
+use crate::settings::Config;
+use crate::spill::{FileStorage, Spill, SpillStorage};
+use crate::spiller::Spiller;
+use crate::sync::{Arc, AtomicU64, IndexLock, Mutex, OnceLock, Ordering};
+use crate::tiers::Tiers;
+
+/// Everything the handles share.
+///
+/// Lock order: the producer (a pulled stream's writer role), then `tiers`, then `state`, then
+/// `holds`; `state` is never held while waiting for another lock, while reading the source or
+/// while writing spill data. `publish`, `last_spill_error` and the background workers'
+/// mailboxes are only taken alone.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    /// The index and the stream's fate; see [`State`].
+    pub(crate) state: IndexLock<State>,
+    /// Where new bytes come from: a forward-only stream and its writer role, or a range source.
+    pub(crate) filler: Filler,
+    /// The RAM tier's pool and CLOCK list; see [`Tiers`].
+    pub(crate) tiers: Mutex<Tiers>,
+    /// Wakes readers waiting for a publish.
+    pub(crate) publish: Publish,
+    /// The spill storage: supplied by the builder, or created on the first spill. Set once.
+    pub(crate) storage: OnceLock<Spill>,
+    /// Counters maintained by the writer with relaxed atomics; they may race with `stats`.
+    pub(crate) buffers: Arc<BufferCounts>,
+    pub(crate) source_bytes: AtomicU64,
+    pub(crate) refetched_bytes: AtomicU64,
+    pub(crate) evictions: AtomicU64,
+    pub(crate) spill_errors: AtomicU64,
+    /// The last spill failure, for `StreamBuffer::spill_error`.
+    pub(crate) last_spill_error: Mutex<Option<Error>>,
+    /// The read-ahead worker's mailbox.
+    pub(crate) ahead: Arc<Ahead>,
+    /// Segments fetched by read-ahead and then read.
+    pub(crate) read_ahead_hits: AtomicU64,
+    /// Bytes the read-ahead worker pulled or fetched.
+    pub(crate) read_ahead_bytes: AtomicU64,
+    /// A forward-only stream's window (`None` for range sources, which ignore it): it drops
+    /// its oldest bytes, and tracks `holds`.
+    pub(crate) window: Option<u64>,
+    /// Where the readers of a windowed stream still need bytes (see `holds.rs`).
+    pub(crate) holds: Holds,
+    /// Times a windowed stream's writer found no room and waited for readers.
+    pub(crate) writer_waits: AtomicU64,
+    /// The background thread that writes a stream's spilled segments (see `spiller.rs`).
+    pub(crate) spiller: Arc<Spiller>,
+    /// This very `Shared`, for the background threads to hold weakly.
+    pub(crate) me: Weak<Shared>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.ahead.close();
+        self.spiller.close();
+    }
+}
+
+/// Where a buffer's bytes come from.
+pub(crate) enum Filler {
+    /// A forward-only stream that readers pull. Whoever holds the writer role may read it: held
+    /// for as long as one reader's need takes to pull, never by a thread that waits for anything
+    /// but the source or the disk.
+    Pull(Mutex<Puller>),
+    /// A source that reads at any offset; fetches are claimed in the index (see `fetch.rs`).
+    Ranged(Ranged),
+}
+
+/// The part of the shared state guarded by the index lock.
+///
+/// Invariants: `len`, once `Some`, never changes (declared up front, or set when the source
+/// ended); `complete` means the source ended where `len` says; `error`, once set (stream sources
+/// only), stays set and no byte is added to the index after it. Bytes in the index never change.
+pub(crate) struct State {
+    pub(crate) index: Index,
+    pub(crate) len: Option<u64>,
+    pub(crate) complete: bool,
+    pub(crate) error: Option<Error>,
+    /// Range-source fetches under way (each holds its claimed segments as `Slot::Fetching`).
+    pub(crate) fetches_in_flight: usize,
+    /// A range source without a known length: the stream ends at or before this offset (a
+    /// fetch there read nothing). Becomes `len` once the bytes just before it are filled.
+    pub(crate) end_at_most: Option<u64>,
+    /// A stream with a window: the bytes before this offset were dropped. Only grows.
+    pub(crate) window_start: u64,
+}
+
+impl State {
+    /// `end` clipped to the known length, or to where the stream is known to end at the latest.
+    #[inline]
+    pub(crate) fn clip(&self, end: u64) -> u64 {
+        let end = self.len.map_or(end, |len| end.min(len));
+        self.end_at_most.map_or(end, |at_most| end.min(at_most))
+    }
+
+    /// A range source read nothing at `offset`, or (`exact`) ended exactly there after
+    /// producing bytes. Records what that says about the length.
+    pub(crate) fn found_end(&mut self, offset: u64, exact: bool) {
+        if self.len.is_some() {
+            return;
+        }
+        let bound = self.end_at_most.map_or(offset, |b| b.min(offset));
+        self.end_at_most = Some(bound);
+        if exact || bound == 0 || self.index.filled_end(bound - 1).is_some() {
+            self.len = Some(bound);
+            self.end_at_most = None;
+            self.complete = true;
+        }
+    }
+
+    /// After a publish: a bound right behind filled bytes is the length.
+    pub(crate) fn settle_end(&mut self) {
+        if let Some(bound) = self.end_at_most {
+            self.found_end(bound, false);
+        }
+    }
+}
+
+/// How much a read waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// The whole range (or up to the end of the stream): `read_at` semantics.
+    All,
+    /// At least one byte: `Read::read` semantics for cursors.
+    Some,
+    /// As `All`, for the read-ahead worker: what it pulls counts as read-ahead.
+    Ahead,
+}
+
+impl Shared {
+    /// The shared state of a new buffer.
+    pub(crate) fn new(
+        config: Config,
+        filler: Filler,
+        storage: Option<Arc<dyn SpillStorage>>,
+    ) -> Arc<Shared> {
+        let buffers = Arc::new(BufferCounts::default());
+        let pool = Pool::new(config.segment_size, buffers.clone());
+        let storage_cell = OnceLock::new();
+        if let Some(storage) = storage {
+            let _ = storage_cell.set(Spill::Custom(storage));
+        }
+        let (len, window) = match &filler {
+            Filler::Ranged(r) => (config.declared_len.or_else(|| r.source.len()), None),
+            Filler::Pull(_) => (config.declared_len, config.window),
+        };
+        let state = State {
+            index: Index::new(config.shift),
+            len,
+            complete: false,
+            error: None,
+            fetches_in_flight: 0,
+            end_at_most: None,
+            window_start: 0,
+        };
+        Arc::new_cyclic(|me| Shared {
+            config,
+            state: IndexLock::new(state),
+            filler,
+            tiers: Mutex::new(Tiers::new(pool)),
+            publish: Publish::new(),
+            storage: storage_cell,
+            buffers,
+            source_bytes: AtomicU64::new(0),
+            refetched_bytes: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            spill_errors: AtomicU64::new(0),
+            last_spill_error: Mutex::new(None),
+            ahead: Arc::new(Ahead::new()),
+            read_ahead_hits: AtomicU64::new(0),
+            read_ahead_bytes: AtomicU64::new(0),
+            window,
+            holds: Holds::new(),
+            writer_waits: AtomicU64::new(0),
+            spiller: Arc::new(Spiller::new()),
+            me: me.clone(),
+        })
+    }
+
+    /// The spill storage, created on first use.
+    pub(crate) fn storage(&self) -> io::Result<&Spill> {
+        if let Some(storage) = self.storage.get() {
+            return Ok(storage);
+        }
+        let dir = &self.config.spill_dir;
+        let created = FileStorage::new_in(dir)
+            .map_err(|e| context(e, format!("creating a spill file in {}", dir.display())))?;
+        Ok(self.storage.get_or_init(|| Spill::File(created)))
+    }
+
+    /// `end` clipped to what is known of the stream's length, under a fresh read lock.
+    pub(crate) fn clip(&self, end: u64) -> u64 {
+        self.state.read().clip(end)
+    }
+
+    /// Records a failed spill: counted, and kept for `StreamBuffer::spill_error`.
+    pub(crate) fn spill_failed(&self, error: Error) {
+        self.spill_errors.fetch_add(1, Ordering::Relaxed);
+        *self.last_spill_error.lock() = Some(error);
+    }
+
+    /// Copies `dst.len()` bytes at `offset`, which the caller found filled under `state`.
+    #[inline]
+    pub(crate) fn copy(&self, state: &State, offset: u64, dst: &mut [u8]) -> io::Result<()> {
+        let storage = self.storage.get();
+        let hits = state.index.copy_out(storage, offset, dst)?;
+        if hits > 0 {
+            self.read_ahead_hits.fetch_add(hits, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
