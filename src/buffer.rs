@@ -488,6 +488,14 @@ impl StreamBuffer {
         }
     }
 
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        StreamBuffer { shared }
+    }
+
+    pub(crate) fn shared_arc(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
     }

@@ -17,6 +17,7 @@ use crate::shared::Filler;
 use crate::source::{ChunkSource, Fill, RangeSource, ReadSource};
 use crate::spill::SpillStorage;
 use crate::sync::Mutex;
+use crate::writer::Writer;
 
 /// Configures and builds a [`StreamBuffer`]; made by [`StreamBuffer::builder`].
 ///
@@ -292,6 +293,36 @@ impl Builder {
             Filler::Ranged(ranged),
             storage,
         ))
+    }
+
+    /// Builds a buffer whose bytes are pushed by the returned [`Writer`] instead of pulled from
+    /// a source: see [`Writer`] for how it ends, fails and waits.
+    ///
+    /// A declared [`len`](Builder::len) is checked: writing past it fails the stream with
+    /// [`Error::RanLong`](crate::Error::RanLong), and `finish` short of it with
+    /// [`Error::EndedEarly`](crate::Error::EndedEarly).
+    ///
+    /// # Errors
+    ///
+    /// As for [`build`](Builder::build).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    ///
+    /// let (mut writer, buf) = sparsebuf::StreamBuffer::builder().build_push()?;
+    /// writer.write_all(b"pushed, not pulled")?;
+    /// assert_eq!(buf.read_range(0..6)?, b"pushed"); // there as soon as `write` returns
+    /// assert_eq!(buf.len(), None);
+    /// writer.finish()?;
+    /// assert_eq!(buf.len(), Some(18));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn build_push(self) -> io::Result<(Writer, StreamBuffer)> {
+        let storage = self.storage.clone();
+        let buffer = StreamBuffer::from_parts(self.config()?, Filler::Push, storage);
+        Ok((Writer::new(&buffer), buffer))
     }
 
     fn build_with(self, source: Box<dyn Fill>) -> io::Result<StreamBuffer> {

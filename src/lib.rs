@@ -16,6 +16,9 @@
 //!   the whole resource with [`fill_to_end`](StreamBuffer::fill_to_end) and
 //!   [`save`](StreamBuffer::save).
 //! - **Cursors**: [`Reader`], an independent `Read + Seek + BufRead` position in the buffer.
+//! - **Push mode**: [`Builder::build_push`] gives a [`Writer`] (`io::Write`) that produces the
+//!   stream while readers only wait; [`Writer::finish`] ends it, [`Writer::fail`] or a drop
+//!   fails it.
 //! - **Sources that can seek**: [`RangeSource`] (implemented for `File`) and [`SeekSource`], for
 //!   [`Builder::build_ranged`]: reads fetch only the segments they need and leave holes.
 //! - **Ahead and behind**: [`Builder::read_ahead`], [`prefetch`](StreamBuffer::prefetch) and
@@ -99,6 +102,7 @@ mod spiller;
 mod stats;
 mod sync;
 mod tiers;
+mod writer;
 
 pub use buffer::StreamBuffer;
 pub use config::Builder;
@@ -108,6 +112,7 @@ pub use reader::Reader;
 pub use source::{RangeSource, SeekSource};
 pub use spill::SpillStorage;
 pub use stats::Stats;
+pub use writer::Writer;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

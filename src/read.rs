@@ -156,8 +156,14 @@ impl Shared {
     /// read-ahead worker asks, and what it pulls counts in `Stats::read_ahead_bytes`.
     fn fill_or_wait(&self, need: u64, seen: u64, ahead: bool) -> io::Result<()> {
         let shared = self;
-        let Filler::Pull(writer) = &shared.filler else {
-            return Ok(());
+        let writer = match &shared.filler {
+            Filler::Pull(writer) => writer,
+            // A push stream's readers only wait: its `Writer` is the only producer.
+            Filler::Push => {
+                shared.publish.wait(seen);
+                return Ok(());
+            }
+            Filler::Ranged(_) => return Ok(()),
         };
         let Some(writer) = writer.try_lock() else {
             shared.publish.wait(seen);
@@ -302,6 +308,10 @@ impl Shared {
 
     #[cold]
     pub(crate) fn request_ahead(&self, range: Range<u64>) {
+        // Nothing to fetch ahead of a push stream's readers: its writer decides.
+        if let Filler::Push = self.filler {
+            return;
+        }
         if let Some(range) = self.clamp_ahead(range) {
             self.ahead.request(&self.me, range);
         }
@@ -337,6 +347,7 @@ impl Shared {
                 self.walk_ranged(ranged, range.start, end, None, Want::Ahead, Some(request))
             }
             Filler::Pull(_) => self.wait_filled(range.start, end, Want::Ahead),
+            Filler::Push => Ok(end),
         }
     }
 

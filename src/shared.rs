@@ -78,6 +78,9 @@ pub(crate) enum Filler {
     Pull(Mutex<Puller>),
     /// A source that reads at any offset; fetches are claimed in the index (see `fetch.rs`).
     Ranged(Ranged),
+    /// A stream pushed by its `Writer`, which owns the appender: readers past the frontier
+    /// only wait.
+    Push,
 }
 
 /// The part of the shared state guarded by the index lock.
@@ -156,7 +159,7 @@ impl Shared {
         }
         let (len, window) = match &filler {
             Filler::Ranged(r) => (config.declared_len.or_else(|| r.source.len()), None),
-            Filler::Pull(_) => (config.declared_len, config.window),
+            Filler::Pull(_) | Filler::Push => (config.declared_len, config.window),
         };
         let state = State {
             index: Index::new(config.shift),

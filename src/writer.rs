@@ -1,0 +1,230 @@
+//! [`Writer`]: the producer of a push stream, made by [`Builder::build_push`](crate::Builder::build_push).
+
+use std::fmt;
+use std::io;
+
+use crate::append::Appender;
+use crate::error::Error;
+use crate::holds::Blocked;
+use crate::shared::Shared;
+use crate::sync::{Arc, Ordering};
+use crate::StreamBuffer;
+
+/// The only producer of a push stream: an [`io::Write`] whose bytes readers of the paired
+/// [`StreamBuffer`] see as soon as each `write` returns.
+///
+/// Made by [`Builder::build_push`](crate::Builder::build_push). Everything else works as for a pulled stream: budgets and
+/// spilling, [`save`](StreamBuffer::save), cursors, `read_at` from any thread. Readers that need
+/// bytes past what was written wait for the `Writer` (they never produce anything themselves).
+///
+/// The stream ends with [`finish`](Writer::finish), which makes its length known. It fails with
+/// [`fail`](Writer::fail), or when the `Writer` is dropped without `finish` (an error of kind
+/// [`UnexpectedEof`](io::ErrorKind::UnexpectedEof)), never a silent clean end: like a source
+/// error, the failure is sticky and reaches every reader that needs bytes past the last write,
+/// while the bytes written stay readable.
+///
+/// # Windows and backpressure
+///
+/// With a [`window`](crate::Builder::window) that the budgets cannot hold, a `write` that finds no room
+/// **waits** for readers to move on (or go away) instead of dropping bytes they have yet to
+/// read. If a cursor in the way belongs to the writing thread, waiting would never end: the
+/// `write` then returns what it took so far (a short count), or, if it took nothing,
+/// [`Error::WindowFull`] (kind [`InvalidInput`](io::ErrorKind::InvalidInput)). The `Writer`
+/// stays usable.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use sparsebuf::StreamBuffer;
+///
+/// let (mut writer, buf) = StreamBuffer::builder().build_push()?;
+/// let reader = {
+///     let buf = buf.clone();
+///     std::thread::spawn(move || {
+///         let mut all = Vec::new();
+///         buf.reader().read_to_end(&mut all).map(|_| all) // waits for `finish`
+///     })
+/// };
+/// for frame in 0..100u8 {
+///     writer.write_all(&[frame; 480])?;
+/// }
+/// assert_eq!(writer.finish()?, 48_000);
+/// let all = reader.join().unwrap()?;
+/// assert_eq!(all.len(), 48_000);
+/// assert_eq!(all[47_999], 99);
+/// assert_eq!(buf.len(), Some(48_000));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Writer {
+    shared: Arc<Shared>,
+    appender: Appender,
+    fate: Fate,
+}
+
+/// Whether the stream is still being written.
+enum Fate {
+    Open,
+    Finished,
+    /// Failed (by `fail`, or by a write past a declared length): the stream's error.
+    Failed(Error),
+}
+
+impl Writer {
+    /// The writer of a push buffer's shared state (made by `Builder::build_push`).
+    pub(crate) fn new(buffer: &StreamBuffer) -> Self {
+        Writer {
+            shared: buffer.shared_arc(),
+            appender: Appender::new(),
+            fate: Fate::Open,
+        }
+    }
+
+    /// Ends the stream: its length becomes known, and readers waiting past it get `Ok(0)` or
+    /// a short count. Returns the length.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EndedEarly`] if a declared length is longer than what was written (the stream
+    /// then fails with it); the stream's error if it had already failed (a write past a
+    /// declared length).
+    pub fn finish(mut self) -> io::Result<u64> {
+        if let Fate::Failed(error) = &self.fate {
+            return Err(error.clone().into());
+        }
+        self.fate = Fate::Finished;
+        self.appender.finish(&self.shared);
+        self.settle();
+        let state = self.shared.state.read();
+        match &state.error {
+            Some(error) => Err(error.clone().into()),
+            None => Ok(state.len.unwrap_or(0)),
+        }
+    }
+
+    /// Ends the stream with `error`: every reader that needs bytes past what was written, now
+    /// or later, gets an error of the same kind and message (see [`Error::Source`]). The bytes
+    /// written stay readable.
+    pub fn fail(mut self, error: io::Error) {
+        self.fail_with(Error::Source {
+            offset: self.appender.frontier(),
+            error: Arc::new(error),
+        });
+    }
+
+    /// How many bytes were written so far.
+    pub fn position(&self) -> u64 {
+        self.appender.frontier()
+    }
+
+    /// The buffer this writer fills.
+    pub fn buffer(&self) -> StreamBuffer {
+        StreamBuffer::from_shared(self.shared.clone())
+    }
+
+    fn fail_with(&mut self, error: Error) {
+        if let Fate::Open = self.fate {
+            self.appender.fail(&self.shared, error.clone());
+            self.settle();
+            self.fate = Fate::Failed(error);
+        }
+    }
+
+    /// The stream's error, once the `Writer` failed it.
+    fn failure(&self) -> Option<io::Error> {
+        match &self.fate {
+            Fate::Failed(error) => Some(error.clone().into()),
+            _ => None,
+        }
+    }
+
+    /// Settles a spill the background spiller may still be writing, so the budgets and stats
+    /// are as if spilling were synchronous when a call returns.
+    fn settle(&self) {
+        self.shared.tiers.lock().finish_background(&self.shared);
+    }
+
+    /// Appends as much of `buf` as the budgets allow; see [`Write::write`](io::Write::write).
+    fn append(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let shared = &*self.shared;
+        let mut written = 0;
+        while written < buf.len() {
+            match self.appender.room(shared) {
+                Ok(Some(dst)) => {
+                    let n = dst.len().min(buf.len() - written);
+                    dst[..n].copy_from_slice(&buf[written..written + n]);
+                    self.appender.commit(shared, n);
+                    written += n;
+                }
+                Ok(None) => {
+                    // Past a declared length: the stream runs long, which fails it.
+                    let declared = self.appender.frontier();
+                    self.fail_with(Error::RanLong { declared });
+                    break;
+                }
+                Err(Blocked {
+                    own: Some(held), ..
+                }) => {
+                    if written == 0 {
+                        let needed = self.appender.frontier() + 1;
+                        return Err(Error::WindowFull { needed, held }.into());
+                    }
+                    break;
+                }
+                Err(Blocked { generation, .. }) => {
+                    shared.writer_waits.fetch_add(1, Ordering::Relaxed);
+                    shared.holds.wait(generation);
+                }
+            }
+        }
+        Ok(written)
+    }
+}
+
+impl io::Write for Writer {
+    /// Copies `buf` into the buffer and publishes it: readers see the bytes when this returns.
+    /// Accepts all of `buf` unless a window's budgets are full of bytes a cursor of this very
+    /// thread still needs, or `buf` runs past a declared length (then a short count, or an
+    /// error if nothing was taken).
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(error) = self.failure() {
+            return Err(error);
+        }
+        let written = self.append(buf);
+        self.settle();
+        match written {
+            Ok(0) if !buf.is_empty() => self.failure().map_or(Ok(0), Err),
+            other => other,
+        }
+    }
+
+    /// Nothing to do: every `write` publishes at once.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Writer {
+    /// Dropping a `Writer` without [`finish`](Writer::finish) fails the stream (kind
+    /// [`UnexpectedEof`](io::ErrorKind::UnexpectedEof)): readers never mistake it for a clean
+    /// end.
+    fn drop(&mut self) {
+        let offset = self.appender.frontier();
+        self.fail_with(Error::Source {
+            offset,
+            error: Arc::new(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the push Writer was dropped without finish",
+            )),
+        });
+    }
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("position", &self.appender.frontier())
+            .field("open", &matches!(self.fate, Fate::Open))
+            .finish()
+    }
+}
