@@ -123,5 +123,40 @@ fn tiny_reads(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ingest, tiny_reads);
+/// Push ingest into RAM: a `Writer` taking 4 KiB and 64 KiB writes, against extending a `Vec`
+/// with the same writes (both allocate inside the timed region).
+fn push(c: &mut Criterion) {
+    let len = support::stream_len();
+    let data: &'static [u8] = Box::leak(support::source(len).into_boxed_slice());
+    let mut group = c.benchmark_group("push");
+    group.throughput(Throughput::Bytes(len as u64));
+    group.sample_size(10);
+    for write in [4 << 10, 64 << 10] {
+        group.bench_function(format!("vec_extend_{}k", write >> 10), |b| {
+            b.iter(|| {
+                let mut v = Vec::new();
+                for chunk in data.chunks(write) {
+                    v.extend_from_slice(black_box(chunk));
+                }
+                black_box(v)
+            })
+        });
+        group.bench_function(format!("sparsebuf_{}k", write >> 10), |b| {
+            b.iter(|| {
+                let (mut writer, buf) = StreamBuffer::builder()
+                    .memory_budget(len + (1 << 20))
+                    .build_push()
+                    .unwrap();
+                for chunk in data.chunks(write) {
+                    std::io::Write::write_all(&mut writer, black_box(chunk)).unwrap();
+                }
+                black_box(writer.finish().unwrap());
+                black_box(buf)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ingest, tiny_reads, push);
 criterion_main!(benches);
