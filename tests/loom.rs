@@ -1,4 +1,5 @@
-//! Model checking of the publish/wait protocol, and of a windowed writer's wait for cursors,
+//! Model checking of the publish/wait protocol, and of a windowed writer's (pulled or pushed)
+//! wait for cursors,
 //! with loom:
 //!
 //! ```sh
@@ -143,5 +144,42 @@ fn a_windowed_writer_waits_for_a_cursor_and_wakes_when_it_moves() {
         assert_eq!(pos, data.len());
         drop(cursor);
         far.join().unwrap();
+    });
+}
+
+/// A push writer on a window its budgets cannot hold: it waits for a cursor that another
+/// thread reads, and wakes when the cursor moves; the cursor gets every byte.
+#[test]
+fn a_push_writer_waits_for_a_cursor_and_wakes_when_it_moves() {
+    use std::io::{Read, Write};
+    loom::model(|| {
+        let data = source();
+        let (mut writer, buf) = StreamBuffer::builder()
+            .segment_size(SEGMENT)
+            .memory_budget(SEGMENT)
+            .disk_budget(0)
+            .window(1 << 20)
+            .build_push()
+            .unwrap();
+        // The cursor belongs to this thread; the writer runs on another, so it waits for it.
+        let mut cursor = buf.reader();
+        let d = data.clone();
+        let producer = thread::spawn(move || {
+            writer.write_all(&d[..300]).unwrap();
+            writer.write_all(&d[300..]).unwrap();
+            writer.finish().unwrap()
+        });
+        let mut pos = 0;
+        let mut dst = [0u8; 600];
+        loop {
+            let n = cursor.read(&mut dst).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert_eq!(dst[..n], data[pos..pos + n]);
+            pos += n;
+        }
+        assert_eq!(pos, data.len());
+        assert_eq!(producer.join().unwrap(), data.len() as u64);
     });
 }
