@@ -54,13 +54,7 @@ impl Shared {
     }
 
     #[cold]
-    pub(crate) fn read_slow(
-        &self,
-        offset: u64,
-        end: u64,
-        buf: &mut [u8],
-        want: Want,
-    ) -> io::Result<usize> {
+    fn read_slow(&self, offset: u64, end: u64, buf: &mut [u8], want: Want) -> io::Result<usize> {
         if let Filler::Ranged(ranged) = &self.filler {
             let reached = self.walk_ranged(ranged, offset, end, Some(buf), want, None)?;
             return Ok((reached - offset) as usize);
@@ -302,7 +296,7 @@ impl Shared {
     /// A range source's `fill_to_end`: one pass over the stream, fetching each hole, until the
     /// end is known and passed. One pass, not "until everything is filled": under a disk
     /// budget smaller than the stream, early segments are evicted while later ones arrive.
-    pub(crate) fn fetch_all(&self) -> io::Result<u64> {
+    fn fetch_all(&self) -> io::Result<u64> {
         self.wait_filled(0, u64::MAX, Want::All)
     }
 
@@ -322,7 +316,7 @@ impl Shared {
     /// segments the memory and disk budgets hold together. `None` if that leaves nothing
     /// (budgets of two segments or less). Reading further ahead would evict what was fetched
     /// before the reader got there, and fetch it again.
-    pub(crate) fn clamp_ahead(&self, range: Range<u64>) -> Option<Range<u64>> {
+    fn clamp_ahead(&self, range: Range<u64>) -> Option<Range<u64>> {
         let cfg = &self.config;
         let size = cfg.segment_size as u64;
         let kept = (cfg.memory_budget as u64 / size).saturating_add(cfg.disk_budget / size);

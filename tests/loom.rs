@@ -63,6 +63,22 @@ fn buffer(data: &[u8]) -> StreamBuffer {
         .unwrap()
 }
 
+/// Reads `cursor` to the end in 600-byte reads, checking every byte against `data`.
+fn read_to_the_end(cursor: &mut sparsebuf::Reader, data: &[u8]) {
+    use std::io::Read;
+    let mut pos = 0;
+    let mut dst = [0u8; 600];
+    loop {
+        let n = cursor.read(&mut dst).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert_eq!(dst[..n], data[pos..pos + n]);
+        pos += n;
+    }
+    assert_eq!(pos, data.len());
+}
+
 #[test]
 fn readers_waiting_for_the_writer_get_the_right_bytes() {
     loom::model(|| {
@@ -106,7 +122,6 @@ fn a_polling_reader_sees_published_bytes() {
 
 #[test]
 fn a_windowed_writer_waits_for_a_cursor_and_wakes_when_it_moves() {
-    use std::io::Read;
     loom::model(|| {
         let data = source();
         let chunks = vec![
@@ -130,17 +145,7 @@ fn a_windowed_writer_waits_for_a_cursor_and_wakes_when_it_moves() {
             b.read_exact_at(SEGMENT as u64 * 2 + 2, &mut dst).unwrap();
             assert_eq!(dst, d[SEGMENT * 2 + 2..][..4]);
         });
-        let mut pos = 0;
-        let mut dst = [0u8; 600];
-        loop {
-            let n = cursor.read(&mut dst).unwrap();
-            if n == 0 {
-                break;
-            }
-            assert_eq!(dst[..n], data[pos..pos + n]);
-            pos += n;
-        }
-        assert_eq!(pos, data.len());
+        read_to_the_end(&mut cursor, &data);
         drop(cursor);
         far.join().unwrap();
     });
@@ -150,7 +155,7 @@ fn a_windowed_writer_waits_for_a_cursor_and_wakes_when_it_moves() {
 /// thread reads, and wakes when the cursor moves; the cursor gets every byte.
 #[test]
 fn a_push_writer_waits_for_a_cursor_and_wakes_when_it_moves() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     loom::model(|| {
         let data = source();
         let (mut writer, buf) = StreamBuffer::builder()
@@ -168,17 +173,7 @@ fn a_push_writer_waits_for_a_cursor_and_wakes_when_it_moves() {
             writer.write_all(&d[300..]).unwrap();
             writer.finish().unwrap()
         });
-        let mut pos = 0;
-        let mut dst = [0u8; 600];
-        loop {
-            let n = cursor.read(&mut dst).unwrap();
-            if n == 0 {
-                break;
-            }
-            assert_eq!(dst[..n], data[pos..pos + n]);
-            pos += n;
-        }
-        assert_eq!(pos, data.len());
+        read_to_the_end(&mut cursor, &data);
         assert_eq!(producer.join().unwrap(), data.len() as u64);
     });
 }
