@@ -1,7 +1,10 @@
 //! The appender: the one place where bytes enter the store. It reserves a segment (making
 //! room within the budgets first on a windowed stream), takes bytes written into the segment's
 //! unpublished tail, publishes them, seals full segments, slides the window, and ends the stream
-//! cleanly or with a sticky error. A producer (the pull driver today) owns one and calls it.
+//! cleanly or with a sticky error. A producer (the pull driver or a push `Writer`) owns one and
+//! calls it. After each publish it feeds the inline consumers (`taps.rs`).
+
+use std::time::Instant;
 
 use bytes::BytesMut;
 
@@ -20,6 +23,8 @@ use crate::tiers::Tiers;
 pub(crate) struct Appender {
     frontier: u64,
     pending: Option<Pending>,
+    /// Bytes of the write under way are published (its end is not marked yet).
+    writing: bool,
 }
 
 /// The segment being filled, and the unpublished rest of its buffer.
@@ -33,6 +38,7 @@ impl Appender {
         Appender {
             frontier: 0,
             pending: None,
+            writing: false,
         }
     }
 
@@ -52,9 +58,18 @@ impl Appender {
         if left == Some(0) {
             return Ok(None);
         }
-        if self.pending.is_none() && shared.window.is_some() {
-            // A new segment needs room within the budgets before its buffer is taken.
-            shared.tiers.lock().enforce_budget(shared, true, false)?;
+        if let (None, Some(window)) = (&self.pending, shared.window) {
+            // A new segment needs room within the budgets before its buffer is taken, and must
+            // not slide the window past a consumer when it completes.
+            let mut tiers = shared.tiers.lock();
+            let size = cfg.segment_size as u64;
+            let slides_to =
+                ((self.frontier + size).saturating_sub(window) >> cfg.shift) << cfg.shift;
+            let start = shared.state.read().window_start;
+            if slides_to > start {
+                shared.holds.check_pins(start, slides_to)?;
+            }
+            tiers.enforce_budget(shared, true, false)?;
         }
         let frontier = self.frontier;
         let pending = self.pending.get_or_insert_with(|| Pending {
@@ -68,25 +83,43 @@ impl Appender {
     }
 
     /// Publishes the first `n` bytes of [`room`](Appender::room): an O(1) append under the
-    /// write lock; readers see them when this returns.
-    pub(crate) fn commit(&mut self, shared: &Shared, n: usize) {
-        if n == 0 {
-            return;
-        }
-        let Some(pending) = self.pending.as_mut() else {
+    /// write lock; readers see them when this returns. `write_end`: they end a write (a push
+    /// `write`, one read of a pulled source), which the marks record for consumers. Then feeds
+    /// the inline consumers.
+    pub(crate) fn commit(&mut self, shared: &Shared, n: usize, write_end: bool) {
+        self.publish(shared, n, write_end);
+        shared.taps.deliver(shared);
+    }
+
+    fn publish(&mut self, shared: &Shared, n: usize, write_end: bool) {
+        let Some(pending) = self.pending.as_mut().filter(|_| n > 0) else {
+            if write_end && self.writing {
+                self.writing = false;
+                let exact = shared.taps.any_consumer();
+                shared.state.write().marks.record(self.frontier, exact);
+            }
             return;
         };
         let piece = pending.tail.split_to(n);
         let complete = pending.tail.is_empty();
         let segment = pending.segment;
         let range = self.frontier..self.frontier + n as u64;
+        let began = (!self.writing).then(Instant::now);
+        let exact = write_end && shared.taps.any_consumer();
         {
             let mut state = shared.state.write();
             state.index.append(segment, range.clone(), piece);
             if complete {
                 state.index.seal(segment);
             }
+            if let Some(at) = began {
+                state.marks.begin(at);
+            }
+            if write_end {
+                state.marks.record(range.end, exact);
+            }
         }
+        self.writing = !write_end;
         self.frontier = range.end;
         shared.source_bytes.fetch_add(n as u64, Ordering::Relaxed);
         shared.publish.notify();
@@ -104,18 +137,29 @@ impl Appender {
         }
     }
 
-    /// Drops the whole segments that fell out of the last `window` bytes. Readers that start
-    /// before the new window start get [`Error::BehindWindow`]; the window start is raised
-    /// before the segments go, under the same write lock as each removal.
+    /// Drops the whole segments that fell out of the last `window` bytes, but none a
+    /// consumer's pinned hold is in (`room` waits for those; a consumer started since then
+    /// may hold one). Readers that start before the new window start get
+    /// [`Error::BehindWindow`]; the window start is raised before the segments go, under the
+    /// same write lock as each removal.
     fn slide_window(&mut self, shared: &Shared, tiers: &mut Tiers, window: u64) {
         let shift = shared.config.shift;
-        let first_kept = self.frontier.saturating_sub(window) >> shift;
+        let mut first_kept = self.frontier.saturating_sub(window) >> shift;
+        let start = shared.state.read().window_start;
+        if first_kept << shift <= start {
+            return;
+        }
+        if let Some(pin) = shared.holds.first_pin(start) {
+            first_kept = first_kept.min(pin >> shift);
+        }
         let first_dropped = {
             let mut state = shared.state.write();
             if first_kept << shift <= state.window_start {
                 return;
             }
-            std::mem::replace(&mut state.window_start, first_kept << shift) >> shift
+            let first_dropped = state.window_start >> shift;
+            state.raise_window_start(first_kept << shift);
+            first_dropped
         };
         tiers.drop_segments(shared, first_dropped..first_kept);
     }
@@ -132,6 +176,10 @@ impl Appender {
         let last = self.pending.take().map(|p| p.segment);
         let sealed = {
             let mut state = shared.state.write();
+            if std::mem::take(&mut self.writing) {
+                let exact = shared.taps.any_consumer();
+                state.marks.record(self.frontier, exact);
+            }
             state.len = Some(self.frontier);
             state.complete = true;
             last.map(|segment| (segment, state.index.seal(segment)))
@@ -145,6 +193,8 @@ impl Appender {
         }
         let unbounded = shared.window.is_none();
         let _ = tiers.enforce_budget(shared, false, unbounded);
+        drop(tiers);
+        shared.taps.deliver(shared);
     }
 
     /// The stream failed: record the sticky error. Published bytes stay readable.
@@ -163,5 +213,6 @@ impl Appender {
             shared.tiers.lock().forget();
         }
         shared.publish.notify();
+        shared.taps.deliver(shared);
     }
 }

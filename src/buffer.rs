@@ -11,6 +11,7 @@ use std::path::Path;
 use bytes::Bytes;
 
 use crate::config::Builder;
+use crate::emit::Emit;
 use crate::error::{context, invalid_input};
 use crate::index::{Location, Slot};
 use crate::pull::Puller;
@@ -294,6 +295,39 @@ impl StreamBuffer {
     /// ```
     pub fn reader_at(&self, offset: u64) -> Reader {
         Reader::new(self.clone(), offset)
+    }
+
+    /// A fan-out consumer of this buffer, to be configured and started: it gets the stream in
+    /// chunks of `chunk_size` bytes, from [`window_start`](StreamBuffer::window_start) on, at
+    /// its own pace. See [`Emit`] for the options and the guarantees. `T`, what the callback
+    /// returns, is usually inferred from the callback.
+    ///
+    /// Works on every kind of buffer: a push stream's consumers wait for its
+    /// [`Writer`](crate::Writer); a consumer of a pulled stream pulls, as a reader would; a
+    /// range source's consumer fetches what it needs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Cursor;
+    /// use std::sync::{Arc, Mutex};
+    /// use sparsebuf::StreamBuffer;
+    ///
+    /// let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+    /// let buf = StreamBuffer::new(Cursor::new(data.clone()));
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = got.clone();
+    /// let consumer = buf
+    ///     .emit(4096)
+    ///     .on_done(move |piece: Vec<u8>| sink.lock().unwrap().extend(piece))
+    ///     .start(|chunk| Ok(chunk.to_vec()))?;
+    /// let report = consumer.join()?; // the consumer pulled the whole stream
+    /// assert_eq!((report.chunks, report.bytes), (3, 10_000));
+    /// assert_eq!(*got.lock().unwrap(), data);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn emit<T>(&self, chunk_size: usize) -> Emit<T> {
+        Emit::new(self.clone(), chunk_size)
     }
 
     /// The first byte still kept: 0 unless a live stream's [`window`](Builder::window) has

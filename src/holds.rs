@@ -7,6 +7,11 @@
 //! every droppable segment is held, the writer gives up its role and waits here until a hold
 //! moves or goes away; that is the backpressure of a bounded window.
 //!
+//! Fan-out consumers hold more firmly: their holds are *pinned*, and pin the window too. The
+//! window does not slide past a pin, and the writer waits before a segment whose completion
+//! would slide it past one ([`Holds::check_pins`]); a `Reader`'s hold only keeps the budgets
+//! from dropping its bytes.
+//!
 //! A thread must not wait for itself. Each hold remembers the thread that last moved it, and a
 //! thread that would wait on a hold of its own gets an error instead (see
 //! [`Error::WindowFull`](crate::Error::WindowFull)).
@@ -33,7 +38,11 @@ struct Inner {
 
 struct Entry {
     at: u64,
-    thread: ThreadId,
+    /// The thread that last moved it; `None` for a pinned hold not moved yet (made by the
+    /// thread that starts a consumer, which may be the writer: it must not count as its own).
+    thread: Option<ThreadId>,
+    /// A consumer's hold: it pins the window as well as the budgets.
+    pinned: bool,
 }
 
 /// The writer cannot drop the segment it needs to: some reader still needs its bytes.
@@ -60,9 +69,20 @@ impl Holds {
 
     /// A new hold at `at`, owned by the calling thread; returns its id.
     pub(crate) fn add(&self, at: u64) -> usize {
+        self.add_entry(at, false)
+    }
+
+    /// A new pinned hold (a consumer's) at `at`; see the module docs. The caller holds the
+    /// tiers lock and read `at` from the window start under it, so no slide passes it meanwhile.
+    pub(crate) fn add_pinned(&self, at: u64) -> usize {
+        self.add_entry(at, true)
+    }
+
+    fn add_entry(&self, at: u64, pinned: bool) -> usize {
         let entry = Some(Entry {
             at,
-            thread: current_thread(),
+            thread: (!pinned).then(current_thread),
+            pinned,
         });
         let mut inner = self.inner.lock();
         match inner.free.pop() {
@@ -82,7 +102,8 @@ impl Holds {
         let thread = current_thread();
         let mut inner = self.inner.lock();
         if let Some(Some(entry)) = inner.entries.get_mut(id) {
-            *entry = Entry { at, thread };
+            entry.at = at;
+            entry.thread = Some(thread);
         }
         self.changed(inner);
     }
@@ -110,18 +131,35 @@ impl Holds {
     /// are ignored (their bytes are gone already; their next read fails). If some hold is
     /// there, the next change of any hold will wake [`wait`](Holds::wait).
     pub(crate) fn check(&self, from: u64, to: u64) -> Result<(), Blocked> {
+        self.check_where(from, to, false)
+    }
+
+    /// As [`check`](Holds::check), for the pinned holds only: whether the window may slide
+    /// from `from` to `to`.
+    pub(crate) fn check_pins(&self, from: u64, to: u64) -> Result<(), Blocked> {
+        self.check_where(from, to, true)
+    }
+
+    /// The lowest pinned hold at or after `from`: how far the window may slide.
+    pub(crate) fn first_pin(&self, from: u64) -> Option<u64> {
+        let inner = self.inner.lock();
+        let pins = inner.entries.iter().flatten().filter(|e| e.pinned);
+        pins.map(|e| e.at).filter(|&at| at >= from).min()
+    }
+
+    fn check_where(&self, from: u64, to: u64, pins_only: bool) -> Result<(), Blocked> {
         let mut inner = self.inner.lock();
         let mut blocking = inner
             .entries
             .iter()
             .flatten()
-            .filter(|e| (from..to).contains(&e.at))
+            .filter(|e| (from..to).contains(&e.at) && (e.pinned || !pins_only))
             .peekable();
         if blocking.peek().is_none() {
             return Ok(());
         }
         let me = current_thread();
-        let own = blocking.find(|e| e.thread == me).map(|e| e.at);
+        let own = blocking.find(|e| e.thread == Some(me)).map(|e| e.at);
         inner.waiting = true;
         Err(Blocked {
             generation: inner.generation,
@@ -180,6 +218,28 @@ mod tests {
         assert!(holds.check(0, 101).is_ok());
         holds.remove(a);
         assert!(holds.check(0, u64::MAX).is_ok());
+    }
+
+    #[test]
+    fn only_pinned_holds_pin_the_window() {
+        let holds = Holds::new();
+        let reader = holds.add(100);
+        assert!(holds.check_pins(0, 200).is_ok());
+        assert_eq!(holds.first_pin(0), None);
+        let consumer = holds.add_pinned(150);
+        // Not anyone's own until its consumer moves it (the starting thread may be the writer).
+        assert_eq!(holds.check_pins(0, 200).unwrap_err().own, None);
+        holds.set(consumer, 150);
+        assert_eq!(holds.check_pins(0, 200).unwrap_err().own, Some(150));
+        assert!(holds.check_pins(0, 150).is_ok());
+        assert_eq!(holds.first_pin(0), Some(150));
+        assert_eq!(holds.first_pin(151), None);
+        holds.set(consumer, 300); // a moved pin stays pinned
+        assert_eq!(holds.first_pin(0), Some(300));
+        // A pinned hold blocks the budgets too.
+        holds.remove(reader);
+        assert!(holds.check(0, 300).is_ok());
+        assert!(holds.check(0, 301).is_err());
     }
 
     #[test]

@@ -193,6 +193,25 @@ impl Index {
         self.filled.get(&offset).map(|r| r.end)
     }
 
+    /// The filled bytes `range` as a slice of a full segment in RAM, without a copy; `None` if
+    /// they are elsewhere or span segments. The slice keeps the segment's buffer alive, wherever
+    /// the segment goes meanwhile.
+    pub(crate) fn shared_bytes(&self, range: Range<u64>) -> Option<Bytes> {
+        let segment = range.start >> self.shift;
+        if range.is_empty() || (range.end - 1) >> self.shift != segment {
+            return None;
+        }
+        let Some(Slot::Memory(r)) = self.slot(segment) else {
+            return None;
+        };
+        let at = (range.start - (segment << self.shift)) as usize;
+        let end = at + (range.end - range.start) as usize;
+        (end <= r.data.len()).then(|| {
+            touch(&r.referenced, &r.prefetched);
+            r.data.slice(at..end)
+        })
+    }
+
     /// Pages of the slot table in use (for tests of its size).
     #[cfg(test)]
     pub(crate) fn slot_pages(&self) -> usize {

@@ -57,7 +57,7 @@ impl Puller {
         };
         match read {
             Ok(0) => self.end(shared, None),
-            Ok(n) => self.appender.commit(shared, n),
+            Ok(n) => self.appender.commit(shared, n, true),
             Err(err) => self.end(shared, Some(err)),
         }
         Ok(())

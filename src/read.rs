@@ -143,6 +143,21 @@ impl Shared {
         self.wait_filled(offset, end, Want::All)
     }
 
+    /// For a consumer that took every byte published at `pos` (see `feed.rs`): waits until more
+    /// is published after generation `seen`, or the stream ends or fails, producing bytes
+    /// toward `goal` as a reader would (pulling, or fetching from a range source). A windowed
+    /// stream is pulled one read at a time, so the consumer's own hold never blocks its pull.
+    pub(crate) fn wait_more(&self, pos: u64, goal: u64, seen: u64) -> io::Result<()> {
+        let goal = goal.max(pos.saturating_add(1));
+        match &self.filler {
+            Filler::Ranged(ranged) => self
+                .walk_ranged(ranged, pos, goal, None, Want::Some, None)
+                .map(drop),
+            Filler::Pull(_) if self.window.is_some() => self.fill_or_wait(pos + 1, seen, false),
+            Filler::Pull(_) | Filler::Push => self.fill_or_wait(goal, seen, false),
+        }
+    }
+
     /// Makes a stream produce bytes up to `need`: becomes the writer and pulls, or, if another
     /// thread is the writer, waits for its next publish (or its release of the role) after
     /// generation `seen`. A windowed stream's writer that finds no room gives up the role and

@@ -9,6 +9,7 @@ use crate::error::{context, Error};
 use crate::fetch::Ranged;
 use crate::holds::Holds;
 use crate::index::Index;
+use crate::marks::Marks;
 use crate::publish::Publish;
 use crate::pull::Puller;
 use crate::segment::{BufferCounts, Pool};
@@ -16,14 +17,16 @@ use crate::settings::Config;
 use crate::spill::{FileStorage, Spill, SpillStorage};
 use crate::spiller::Spiller;
 use crate::sync::{Arc, AtomicU64, IndexLock, Mutex, OnceLock, Ordering};
+use crate::taps::Taps;
 use crate::tiers::Tiers;
 
 /// Everything the handles share.
 ///
 /// Lock order: the producer (a pulled stream's writer role), then `tiers`, then `state`, then
 /// `holds`; `state` is never held while waiting for another lock, while reading the source or
-/// while writing spill data. `publish`, `last_spill_error` and the background workers'
-/// mailboxes are only taken alone.
+/// while writing spill data. `publish`, `last_spill_error`, the tap list and the background
+/// workers' mailboxes are only taken alone. An inline consumer's own lock is taken by the
+/// producer with no lock of the buffer held (its role aside), and it takes `state` inside.
 pub(crate) struct Shared {
     pub(crate) config: Config,
     /// The index and the stream's fate; see [`State`].
@@ -59,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) writer_waits: AtomicU64,
     /// The background thread that writes a stream's spilled segments (see `spiller.rs`).
     pub(crate) spiller: Arc<Spiller>,
+    /// Inline consumers, fed by the producer, and the count of all consumers (see `taps.rs`).
+    pub(crate) taps: Taps,
     /// This very `Shared`, for the background threads to hold weakly.
     pub(crate) me: Weak<Shared>,
 }
@@ -100,6 +105,8 @@ pub(crate) struct State {
     pub(crate) end_at_most: Option<u64>,
     /// A stream with a window: the bytes before this offset were dropped. Only grows.
     pub(crate) window_start: u64,
+    /// Where a stream's writes ended and when they arrived, for consumers (see `marks.rs`).
+    pub(crate) marks: Marks,
 }
 
 impl State {
@@ -123,6 +130,12 @@ impl State {
             self.end_at_most = None;
             self.complete = true;
         }
+    }
+
+    /// A windowed stream drops the bytes before `start` (the caller drops their segments).
+    pub(crate) fn raise_window_start(&mut self, start: u64) {
+        self.window_start = start;
+        self.marks.drop_before(start);
     }
 
     /// After a publish: a bound right behind filled bytes is the length.
@@ -169,6 +182,7 @@ impl Shared {
             fetches_in_flight: 0,
             end_at_most: None,
             window_start: 0,
+            marks: Marks::default(),
         };
         Arc::new_cyclic(|me| Shared {
             config,
@@ -190,6 +204,7 @@ impl Shared {
             holds: Holds::new(),
             writer_waits: AtomicU64::new(0),
             spiller: Arc::new(Spiller::new()),
+            taps: Taps::new(),
             me: me.clone(),
         })
     }

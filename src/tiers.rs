@@ -145,7 +145,7 @@ impl Tiers {
         let to = (oldest + 1) << shift;
         shared.holds.check(from, to)?;
         // Only the writer moves the window start, and it holds the tiers lock (as this does).
-        shared.state.write().window_start = to;
+        shared.state.write().raise_window_start(to);
         self.drop_segments(shared, oldest..oldest + 1);
         Ok(true)
     }

@@ -153,8 +153,8 @@ impl Writer {
                 Ok(Some(dst)) => {
                     let n = dst.len().min(buf.len() - written);
                     dst[..n].copy_from_slice(&buf[written..written + n]);
-                    self.appender.commit(shared, n);
                     written += n;
+                    self.appender.commit(shared, n, written == buf.len());
                 }
                 Ok(None) => {
                     // Past a declared length: the stream runs long, which fails it.
@@ -176,6 +176,10 @@ impl Writer {
                     shared.holds.wait(generation);
                 }
             }
+        }
+        if written < buf.len() {
+            // A short write still ends a write where it stopped.
+            self.appender.commit(&self.shared, 0, true);
         }
         Ok(written)
     }

@@ -1,0 +1,464 @@
+//! [`Consumer`]: a started fan-out consumer, its [`Report`], and the loops that run it: on a
+//! thread of its own, with its callbacks on a pool or in parallel, or inline (`inline.rs`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Condvar as StdCondvar, Mutex as StdMutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::unbounded;
+
+use crate::chunk::Chunk;
+use crate::feed::{Feed, Polled};
+use crate::inline::Inline;
+use crate::pool::Pool;
+use crate::shared::Shared;
+use crate::sync::{Arc, AtomicBool, Ordering};
+
+/// What a consumer delivered, returned by [`Consumer::join`].
+///
+/// For a consumer that ran to the end of its stream, `bytes + skipped` is the stream's length.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Chunks handed to the callback, the last (possibly empty) one included.
+    pub chunks: u64,
+    /// Bytes in those chunks.
+    pub bytes: u64,
+    /// Bytes the consumer did not get: those before where it started, those published while a
+    /// [`sampler`](crate::Emit::sampler) paused it, and those a
+    /// [`lagging`](crate::Emit::lagging) consumer fell behind on.
+    pub skipped: u64,
+}
+
+impl Report {
+    pub(crate) fn of(feed: &Feed) -> Report {
+        Report {
+            chunks: feed.chunks,
+            bytes: feed.bytes,
+            skipped: feed.skipped,
+        }
+    }
+}
+
+/// Where a consumer's callbacks run.
+#[derive(Clone, Debug)]
+pub(crate) enum Where {
+    Inline,
+    Thread,
+    Pool(Pool),
+}
+
+/// A consumer's settings, checked by `Emit`.
+pub(crate) struct Plan {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) chunk_size: u64,
+    pub(crate) clip: bool,
+    pub(crate) place: Where,
+    pub(crate) parallel: usize,
+    pub(crate) lagging: bool,
+}
+
+impl Plan {
+    fn feed(&self, pin: bool) -> Feed {
+        let pin = pin && !self.lagging;
+        let keep = self.parallel + 1;
+        Feed::start(&self.shared, self.chunk_size, self.clip, pin, keep)
+    }
+}
+
+type Callback<T> = Box<dyn FnMut(Chunk) -> io::Result<T> + Send>;
+type SharedCallback<T> = Arc<dyn Fn(Chunk) -> io::Result<T> + Send + Sync>;
+type OnDone<T> = Option<Box<dyn FnMut(T) + Send>>;
+type Sampler = Option<Box<dyn FnMut() -> Duration + Send>>;
+
+/// A running consumer, made by [`Emit::start`](crate::Emit::start).
+///
+/// [`join`](Consumer::join) waits for its end. Dropping a `Consumer` stops it: it ends after
+/// the chunk in flight, without waiting, and its hold on the buffer goes.
+pub struct Consumer {
+    shared: Arc<Shared>,
+    run: Run,
+}
+
+enum Run {
+    Thread {
+        handle: Option<JoinHandle<io::Result<Report>>>,
+        stop: Arc<Stop>,
+    },
+    Inline(Arc<dyn InlineControl>),
+}
+
+/// What a `Consumer` needs of its inline tap (see `inline.rs`).
+pub(crate) trait InlineControl: Send + Sync {
+    /// Waits for the end: the last chunk delivered, a failure or a stop.
+    fn wait(&self) -> io::Result<Report>;
+    /// Stops the consumer after the chunk in flight.
+    fn stop(&self, shared: &Shared);
+}
+
+impl Consumer {
+    /// Waits until the consumer ended: it delivered the last chunk of its stream (so this
+    /// waits for the stream's end), failed, or was stopped.
+    ///
+    /// # Errors
+    ///
+    /// The first error: a callback's `Err` (or its panic, as an error of kind
+    /// [`Other`](io::ErrorKind::Other)), or the stream's error if it failed before the end.
+    pub fn join(mut self) -> io::Result<Report> {
+        match &mut self.run {
+            Run::Thread { handle, .. } => match handle.take().map(JoinHandle::join) {
+                Some(Ok(result)) => result,
+                Some(Err(panic)) => Err(panicked(panic)),
+                None => Err(io::Error::other("the consumer was already joined")),
+            },
+            Run::Inline(inline) => inline.wait(),
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        match &self.run {
+            Run::Thread {
+                handle: Some(_),
+                stop,
+            } => {
+                stop.set();
+                // Wakes the thread if it waits for bytes.
+                self.shared.publish.notify();
+            }
+            Run::Thread { handle: None, .. } => {}
+            Run::Inline(inline) => inline.stop(&self.shared),
+        }
+    }
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inline = matches!(self.run, Run::Inline(_));
+        f.debug_struct("Consumer")
+            .field("inline", &inline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A consumer thread's stop signal, which also cuts a sampler's pause short.
+pub(crate) struct Stop {
+    set: AtomicBool,
+    lock: StdMutex<()>,
+    cond: StdCondvar,
+}
+
+impl Stop {
+    fn new() -> Self {
+        Stop {
+            set: AtomicBool::new(false),
+            lock: StdMutex::new(()),
+            cond: StdCondvar::new(),
+        }
+    }
+
+    fn set(&self) {
+        self.set.store(true, Ordering::Release);
+        let _lock = self.lock.lock();
+        self.cond.notify_all();
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// Sleeps for `pause`, or until stopped.
+    fn sleep(&self, pause: Duration) {
+        let deadline = Instant::now() + pause;
+        let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !self.is_set() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            lock = match self.cond.wait_timeout(lock, left) {
+                Ok((lock, _)) => lock,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+}
+
+/// The per-chunk work of a serial consumer: the callback, `on_done` and the sampler, with
+/// their panics caught.
+pub(crate) struct Deliver<T> {
+    callback: Callback<T>,
+    on_done: OnDone<T>,
+    sampler: Sampler,
+}
+
+impl<T> Deliver<T> {
+    /// Delivers `chunk`; returns the pause the sampler asks for after it.
+    pub(crate) fn deliver(&mut self, chunk: Chunk) -> io::Result<Option<Duration>> {
+        let last = chunk.is_last();
+        let value = guard(|| (self.callback)(chunk))??;
+        finished(&mut self.on_done, value)?;
+        if last {
+            return Ok(None);
+        }
+        ask(&mut self.sampler)
+    }
+}
+
+fn finished<T>(on_done: &mut OnDone<T>, value: T) -> io::Result<()> {
+    match on_done {
+        Some(on_done) => guard(|| on_done(value)),
+        None => Ok(()),
+    }
+}
+
+fn ask(sampler: &mut Sampler) -> io::Result<Option<Duration>> {
+    match sampler {
+        Some(sampler) => guard(sampler).map(|pause| (!pause.is_zero()).then_some(pause)),
+        None => Ok(None),
+    }
+}
+
+/// Runs user code; a panic becomes an error.
+fn guard<R>(f: impl FnOnce() -> R) -> io::Result<R> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(panicked)
+}
+
+fn panicked(panic: Box<dyn std::any::Any + Send>) -> io::Error {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    io::Error::other(format!("a consumer's callback panicked: {message}"))
+}
+
+/// Starts a consumer whose callback gets one chunk at a time.
+pub(crate) fn start_serial<T: Send + 'static>(
+    plan: Plan,
+    callback: Callback<T>,
+    on_done: OnDone<T>,
+    sampler: Sampler,
+) -> io::Result<Consumer> {
+    match &plan.place {
+        Where::Inline => {
+            let deliver = Deliver {
+                callback,
+                on_done,
+                sampler,
+            };
+            let inline = Inline::start(&plan.shared, plan.feed(true), deliver);
+            Ok(Consumer {
+                shared: plan.shared,
+                run: Run::Inline(inline),
+            })
+        }
+        Where::Thread => {
+            let mut deliver = Deliver {
+                callback,
+                on_done,
+                sampler,
+            };
+            spawn(plan, move |shared, feed, stop| {
+                while let Some(chunk) = next_chunk(shared, feed, stop)? {
+                    if let Some(pause) = deliver.deliver(chunk)? {
+                        pause_for(shared, feed, stop, pause);
+                    }
+                }
+                Ok(())
+            })
+        }
+        Where::Pool(_) => {
+            // One call at a time, on the pool: the callback moves between its threads.
+            let callback = StdMutex::new(callback);
+            let shared_callback: SharedCallback<T> = Arc::new(move |chunk| {
+                let mut callback = callback.lock().unwrap_or_else(|e| e.into_inner());
+                callback(chunk)
+            });
+            start_parallel(plan, shared_callback, on_done, sampler)
+        }
+    }
+}
+
+/// Starts a consumer whose callbacks run as jobs, up to `plan.parallel` at once: on the given
+/// pool, or on a pool of the consumer's own.
+pub(crate) fn start_parallel<T: Send + 'static>(
+    plan: Plan,
+    callback: SharedCallback<T>,
+    mut on_done: OnDone<T>,
+    mut sampler: Sampler,
+) -> io::Result<Consumer> {
+    let pool = match &plan.place {
+        Where::Pool(pool) => pool.clone(),
+        _ => Pool::new(plan.parallel)?,
+    };
+    let n = plan.parallel;
+    spawn(plan, move |shared, feed, stop| {
+        let mut jobs = Jobs::new(n);
+        let result = (|| {
+            while let Some(chunk) = next_chunk(shared, feed, stop)? {
+                let last = chunk.is_last();
+                jobs.submit(&pool, &callback, chunk)?;
+                jobs.collect(&mut on_done, false)?;
+                if jobs.stopping || last {
+                    break;
+                }
+                if let Some(pause) = ask(&mut sampler)? {
+                    pause_for(shared, feed, stop, pause);
+                }
+            }
+            Ok(())
+        })();
+        // Every job ends before the consumer does; the first error in chunk order wins.
+        let drained = jobs.collect(&mut on_done, true);
+        result.and(drained).and(jobs.failed.map_or(Ok(()), Err))
+    })
+}
+
+/// A consumer's callbacks in flight on a pool, and their results put back in chunk order.
+struct Jobs<T> {
+    limit: usize,
+    in_flight: usize,
+    next: u64,
+    expected: u64,
+    sender: crossbeam_channel::Sender<(u64, io::Result<T>)>,
+    results: crossbeam_channel::Receiver<(u64, io::Result<T>)>,
+    early: BTreeMap<u64, io::Result<T>>,
+    /// The first error in chunk order: no result after it is handed on.
+    failed: Option<io::Error>,
+    /// Some job failed (maybe after chunks still in flight): submit no more.
+    stopping: bool,
+}
+
+impl<T: Send + 'static> Jobs<T> {
+    fn new(limit: usize) -> Self {
+        let (sender, results) = unbounded();
+        Jobs {
+            limit,
+            in_flight: 0,
+            next: 0,
+            expected: 0,
+            sender,
+            results,
+            early: BTreeMap::new(),
+            failed: None,
+            stopping: false,
+        }
+    }
+
+    fn submit(
+        &mut self,
+        pool: &Pool,
+        callback: &SharedCallback<T>,
+        chunk: Chunk,
+    ) -> io::Result<()> {
+        let (seq, callback, sender) = (self.next, callback.clone(), self.sender.clone());
+        pool.run(Box::new(move || {
+            let result = guard(|| callback(chunk)).and_then(|result| result);
+            let _ = sender.send((seq, result));
+        }))?;
+        self.next += 1;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Hands finished results to `on_done` in order. Waits while the limit is reached (or,
+    /// with `all`, until nothing is in flight).
+    fn collect(&mut self, on_done: &mut OnDone<T>, all: bool) -> io::Result<()> {
+        loop {
+            let must_wait = self.in_flight >= self.limit || (all && self.in_flight > 0);
+            let received = if must_wait {
+                self.results.recv().ok()
+            } else {
+                self.results.try_recv().ok()
+            };
+            let Some((seq, result)) = received else {
+                return Ok(());
+            };
+            self.in_flight -= 1;
+            self.stopping |= result.is_err();
+            self.early.insert(seq, result);
+            while let Some(result) = self.early.remove(&self.expected) {
+                self.expected += 1;
+                match result {
+                    Ok(value) if self.failed.is_none() => finished(on_done, value)?,
+                    Ok(_) => {}
+                    Err(error) => {
+                        self.failed.get_or_insert(error);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Starts a consumer thread running `body` over the consumer's feed; the feed is closed when
+/// the body ends, however it ends (or if the thread cannot start).
+fn spawn<B>(plan: Plan, body: B) -> io::Result<Consumer>
+where
+    B: FnOnce(&Shared, &mut Feed, &Stop) -> io::Result<()> + Send + 'static,
+{
+    let stop = Arc::new(Stop::new());
+    let mut owned = Owned {
+        feed: plan.feed(true),
+        shared: plan.shared.clone(),
+    };
+    let thread_stop = stop.clone();
+    let handle = std::thread::Builder::new()
+        .name("sparsebuf-consumer".into())
+        .spawn(move || {
+            let Owned { shared, feed } = &mut owned;
+            let result = guard(|| body(shared, feed, &thread_stop)).and_then(|r| r);
+            result.map(|()| Report::of(feed))
+        })?;
+    Ok(Consumer {
+        shared: plan.shared,
+        run: Run::Thread {
+            handle: Some(handle),
+            stop,
+        },
+    })
+}
+
+/// A consumer thread's feed, closed when dropped.
+struct Owned {
+    shared: Arc<Shared>,
+    feed: Feed,
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.feed.close(&self.shared);
+    }
+}
+
+/// The next chunk of a consumer thread: polls, and waits for more bytes in between (pulling or
+/// fetching them as a reader would). `None`: the last chunk went out, or the consumer was
+/// stopped.
+fn next_chunk(shared: &Shared, feed: &mut Feed, stop: &Stop) -> io::Result<Option<Chunk>> {
+    loop {
+        // Read the generation before looking: a publish (or a stop) after this wakes the wait.
+        let seen = shared.publish.generation();
+        if stop.is_set() {
+            return Ok(None);
+        }
+        match feed.poll(shared) {
+            Polled::Chunk(chunk) => return Ok(Some(chunk)),
+            Polled::Done => return Ok(None),
+            Polled::Failed(error) => return Err(error),
+            Polled::More => {}
+        }
+        shared.wait_more(feed.position(), feed.least_end(), seen)?;
+    }
+}
+
+/// A sampler's pause: lets go of the hold, sleeps, and resumes at the live edge.
+fn pause_for(shared: &Shared, feed: &mut Feed, stop: &Stop, pause: Duration) {
+    feed.pause(shared);
+    stop.sleep(pause);
+    feed.resume(shared);
+}

@@ -1,0 +1,264 @@
+//! The feed: how a fan-out consumer cuts the stream into chunks.
+//!
+//! Engine code shared by every kind of consumer: a consumer thread polls its feed and waits
+//! for more bytes ([`Shared::wait_more`]); an inline consumer's feed is polled by the producer
+//! after each publish. A poll takes, under one read lock, every published byte of the chunk
+//! under way into the chunk's buffer (or, for a whole chunk inside one full RAM segment, a
+//! shared slice of it), so the bytes may go from the buffer as soon as the poll returns: the
+//! consumer's hold moves with what it took, and a chunk larger than the budgets or the window
+//! still completes.
+
+use std::io;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::chunk::{Bin, Chunk};
+use crate::shared::{Filler, Shared, State};
+use crate::sync::Arc;
+
+/// What a poll found.
+pub(crate) enum Polled {
+    /// A chunk is complete.
+    Chunk(Chunk),
+    /// Every published byte is taken: wait for more.
+    More,
+    /// The stream failed before the chunk under way was complete.
+    Failed(io::Error),
+    /// The last chunk went out already.
+    Done,
+}
+
+/// One consumer's position and the chunk it is assembling.
+///
+/// Invariants: `start <= pos`; the bytes `[start, pos)` are in `whole` or `buf`; the bytes
+/// before `start` were delivered or counted in `skipped`.
+pub(crate) struct Feed {
+    chunk_size: u64,
+    clip: bool,
+    /// The stream records where writes end (a forward-only stream; a range source does not).
+    marked: bool,
+    start: u64,
+    pos: u64,
+    /// The chunk, when it is a slice of one RAM segment.
+    whole: Option<Bytes>,
+    buf: Vec<u8>,
+    received: Option<Instant>,
+    bin: Arc<Bin>,
+    /// The consumer's pinned hold (see `holds.rs`), and where it is; `None` if it holds nothing.
+    hold: Option<usize>,
+    held_at: u64,
+    done: bool,
+    closed: bool,
+    pub(crate) chunks: u64,
+    pub(crate) bytes: u64,
+    pub(crate) skipped: u64,
+}
+
+impl Feed {
+    /// A consumer starting at the window start (0 for a stream without a window), holding its
+    /// position there if `pin` and the stream has a window. The bytes before the start count as
+    /// skipped. `keep`: chunk buffers to recycle.
+    pub(crate) fn start(
+        shared: &Shared,
+        chunk_size: u64,
+        clip: bool,
+        pin: bool,
+        keep: usize,
+    ) -> Self {
+        let (start, hold) = {
+            // Under the tiers lock, so no slide of the window passes the new hold (see
+            // `Appender::slide_window`).
+            let _tiers = shared.tiers.lock();
+            let start = shared.state.read().window_start;
+            let pin = pin && shared.window.is_some();
+            (start, pin.then(|| shared.holds.add_pinned(start)))
+        };
+        shared.taps.count(true);
+        Feed {
+            chunk_size,
+            clip,
+            marked: !matches!(shared.filler, Filler::Ranged(_)),
+            start,
+            pos: start,
+            whole: None,
+            buf: Vec::new(),
+            received: None,
+            bin: Arc::new(Bin::new(keep)),
+            hold,
+            held_at: start,
+            done: false,
+            closed: false,
+            chunks: 0,
+            bytes: 0,
+            skipped: start,
+        }
+    }
+
+    /// The next byte to take.
+    pub(crate) fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Where the chunk under way ends at the least.
+    pub(crate) fn least_end(&self) -> u64 {
+        self.start.saturating_add(self.chunk_size)
+    }
+
+    /// Takes what is published of the chunk under way; returns the chunk once it is complete.
+    pub(crate) fn poll(&mut self, shared: &Shared) -> Polled {
+        if self.done {
+            return Polled::Done;
+        }
+        let polled = {
+            let state = shared.state.read();
+            if self.pos < state.window_start {
+                // A consumer that does not hold the window fell behind it: it resumes at the
+                // window start, and the chunk it had begun is skipped.
+                self.skip(state.window_start);
+            }
+            self.take(shared, &state)
+        };
+        self.move_hold(shared);
+        polled
+    }
+
+    fn take(&mut self, shared: &Shared, state: &State) -> Polled {
+        let goal = self.goal(state);
+        let filled = state.index.filled_end(self.pos).unwrap_or(self.pos);
+        let to = goal.map_or(filled, |goal| goal.min(filled)).max(self.pos);
+        if to > self.pos {
+            if self.pos == self.start {
+                self.received = state.marks.arrival(self.start);
+            }
+            if let Err(error) = self.copy(shared, state, to, goal == Some(to)) {
+                return Polled::Failed(error);
+            }
+        }
+        if goal == Some(self.pos) {
+            let last = state.len == Some(self.pos);
+            return Polled::Chunk(self.cut(last, state));
+        }
+        match &state.error {
+            // Every published byte is taken and no more will come.
+            Some(error) => Polled::Failed(error.clone().into()),
+            None => Polled::More,
+        }
+    }
+
+    /// Where the chunk under way ends, if that is known yet: `chunk_size` bytes on, or with
+    /// `clip(false)` the end of the first write that reaches that far; at the latest the end of
+    /// the stream.
+    fn goal(&self, state: &State) -> Option<u64> {
+        let least = self.least_end();
+        let end = if self.clip || !self.marked {
+            Some(least)
+        } else {
+            state.marks.end_at_least(least)
+        };
+        match state.len {
+            Some(len) => Some(end.map_or(len, |end| end.min(len)).max(self.start)),
+            None => end,
+        }
+    }
+
+    /// Takes the filled bytes `[pos, to)`; `whole`: they complete the chunk.
+    fn copy(&mut self, shared: &Shared, state: &State, to: u64, whole: bool) -> io::Result<()> {
+        if whole && self.pos == self.start {
+            if let Some(bytes) = state.index.shared_bytes(self.pos..to) {
+                self.whole = Some(bytes);
+                self.pos = to;
+                return Ok(());
+            }
+        }
+        if self.buf.capacity() == 0 {
+            self.buf = self.bin.take();
+        }
+        let n = usize::try_from(to - self.pos).map_err(|_| io::ErrorKind::OutOfMemory)?;
+        let old = self.buf.len();
+        self.buf
+            .try_reserve(n)
+            .map_err(|_| io::ErrorKind::OutOfMemory)?;
+        self.buf.resize(old + n, 0);
+        shared.copy(state, self.pos, &mut self.buf[old..])?;
+        self.pos = to;
+        Ok(())
+    }
+
+    /// The chunk `[start, pos)`, complete.
+    fn cut(&mut self, last: bool, state: &State) -> Chunk {
+        let received = self
+            .received
+            .take()
+            .or_else(|| state.marks.arrival(self.start))
+            .unwrap_or_else(Instant::now);
+        let chunk = match self.whole.take() {
+            Some(bytes) => Chunk::shared(bytes, self.start, received, last),
+            None => {
+                let buf = std::mem::take(&mut self.buf);
+                Chunk::owned(buf, self.bin.clone(), self.start, received, last)
+            }
+        };
+        self.chunks += 1;
+        self.bytes += chunk.len() as u64;
+        self.done = last;
+        self.start = self.pos;
+        chunk
+    }
+
+    /// Skips to `to` (at or past `pos`): the chunk under way and the bytes up to `to` count as
+    /// skipped.
+    fn skip(&mut self, to: u64) {
+        let to = to.max(self.pos);
+        self.skipped += to - self.start;
+        self.whole = None;
+        self.buf.clear();
+        self.received = None;
+        self.start = to;
+        self.pos = to;
+    }
+
+    /// A pause (`sampler`): the hold lets the writer go on meanwhile.
+    pub(crate) fn pause(&mut self, shared: &Shared) {
+        if let Some(id) = self.hold {
+            self.held_at = u64::MAX;
+            shared.holds.set(id, u64::MAX);
+        }
+    }
+
+    /// The end of a pause: skips to the live edge (the end of the published bytes) and holds
+    /// there again.
+    pub(crate) fn resume(&mut self, shared: &Shared) {
+        let _tiers = shared.tiers.lock();
+        let edge = {
+            let state = shared.state.read();
+            let from = self.pos.max(state.window_start);
+            state.index.filled_end(from).unwrap_or(from)
+        };
+        self.skip(edge);
+        self.move_hold(shared);
+    }
+
+    /// Lets go of the hold (an inline consumer once it caught up: the producer feeds it before
+    /// it moves on).
+    pub(crate) fn unpin(&mut self, shared: &Shared) {
+        if let Some(id) = self.hold.take() {
+            shared.holds.remove(id);
+        }
+    }
+
+    fn move_hold(&mut self, shared: &Shared) {
+        if let Some(id) = self.hold.filter(|_| self.held_at != self.pos) {
+            self.held_at = self.pos;
+            shared.holds.set(id, self.pos);
+        }
+    }
+
+    /// The consumer ended: its hold and its registration go. Idempotent.
+    pub(crate) fn close(&mut self, shared: &Shared) {
+        if !std::mem::replace(&mut self.closed, true) {
+            self.unpin(shared);
+            shared.taps.count(false);
+        }
+    }
+}

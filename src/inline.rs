@@ -1,0 +1,138 @@
+//! Inline consumers (`Emit::run_inline`): fed by the producer after each publish (see
+//! `taps.rs`), on its thread, through the same feed as consumer threads.
+
+use std::io;
+use std::time::Instant;
+
+use crate::consumer::{Deliver, InlineControl, Report};
+use crate::feed::{Feed, Polled};
+use crate::shared::Shared;
+use crate::sync::{current_thread, Arc, AtomicBool, Condvar, Mutex, Ordering, ThreadId};
+use crate::taps::Tap;
+
+/// An inline consumer: its feed and callbacks, behind one lock that the producer takes to feed
+/// it (so its chunks go out in order, one at a time).
+pub(crate) struct Inline<T> {
+    state: Mutex<State<T>>,
+    ended: Condvar,
+    stop: AtomicBool,
+    /// The thread feeding it right now, if any: a stop from that very thread (a callback
+    /// dropping its own consumer) must not wait for the lock it holds.
+    feeding: Mutex<Option<ThreadId>>,
+}
+
+struct State<T> {
+    feed: Feed,
+    deliver: Deliver<T>,
+    /// A sampler's pause lasts until then: what is published meanwhile is skipped.
+    resume_at: Option<Instant>,
+    outcome: Option<io::Result<Report>>,
+}
+
+impl<T: Send + 'static> Inline<T> {
+    /// Registers the consumer with the producer, then delivers what is published already on
+    /// the calling thread (holding it meanwhile), then lets go of the hold: from then on the
+    /// producer feeds it before it moves on.
+    pub(crate) fn start(
+        shared: &Shared,
+        feed: Feed,
+        deliver: Deliver<T>,
+    ) -> Arc<dyn InlineControl> {
+        let inline = Arc::new(Inline {
+            state: Mutex::new(State {
+                feed,
+                deliver,
+                resume_at: None,
+                outcome: None,
+            }),
+            ended: Condvar::new(),
+            stop: AtomicBool::new(false),
+            feeding: Mutex::new(None),
+        });
+        shared.taps.add(inline.clone());
+        if inline.feed(shared) {
+            inline.state.lock().feed.unpin(shared);
+        }
+        inline
+    }
+
+    /// Takes and delivers what is published; `false` once the consumer ended.
+    fn feed(&self, shared: &Shared) -> bool {
+        let mut state = self.state.lock();
+        if state.outcome.is_some() {
+            return false;
+        }
+        *self.feeding.lock() = Some(current_thread());
+        let more = self.run(shared, &mut state);
+        *self.feeding.lock() = None;
+        more
+    }
+
+    fn run(&self, shared: &Shared, state: &mut State<T>) -> bool {
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return self.end(shared, state, Ok(()));
+            }
+            if let Some(at) = state.resume_at {
+                if Instant::now() < at {
+                    // Paused: what was published meanwhile is skipped.
+                    state.feed.resume(shared);
+                } else {
+                    state.resume_at = None;
+                }
+            }
+            match state.feed.poll(shared) {
+                Polled::Chunk(chunk) => match state.deliver.deliver(chunk) {
+                    Ok(pause) => {
+                        if let Some(pause) = pause {
+                            state.resume_at = Instant::now().checked_add(pause);
+                        }
+                    }
+                    Err(error) => return self.end(shared, state, Err(error)),
+                },
+                Polled::More if !self.stop.load(Ordering::Acquire) => return true,
+                Polled::More => {}
+                Polled::Done => return self.end(shared, state, Ok(())),
+                Polled::Failed(error) => return self.end(shared, state, Err(error)),
+            }
+        }
+    }
+
+    fn end(&self, shared: &Shared, state: &mut State<T>, result: io::Result<()>) -> bool {
+        state.feed.close(shared);
+        state.outcome = Some(result.map(|()| Report::of(&state.feed)));
+        self.ended.notify_all();
+        false
+    }
+}
+
+impl<T: Send + 'static> Tap for Inline<T> {
+    fn deliver(&self, shared: &Shared) -> bool {
+        self.feed(shared)
+    }
+}
+
+impl<T: Send + 'static> InlineControl for Inline<T> {
+    fn wait(&self) -> io::Result<Report> {
+        let mut state = self.state.lock();
+        loop {
+            if let Some(outcome) = state.outcome.take() {
+                return outcome;
+            }
+            self.ended.wait(&mut state);
+        }
+    }
+
+    fn stop(&self, shared: &Shared) {
+        self.stop.store(true, Ordering::Release);
+        shared.taps.remove(self as *const Self as *const ());
+        if *self.feeding.lock() == Some(current_thread()) {
+            // A callback of this consumer stops it: the loop ends after this chunk.
+            return;
+        }
+        let mut state = self.state.lock();
+        if state.outcome.is_none() {
+            self.end(shared, &mut state, Ok(()));
+        }
+    }
+}
