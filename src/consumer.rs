@@ -6,7 +6,6 @@ use std::fmt;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Condvar as StdCondvar, Mutex as StdMutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::unbounded;
@@ -16,7 +15,7 @@ use crate::feed::{Feed, Polled};
 use crate::inline::Inline;
 use crate::pool::Pool;
 use crate::shared::Shared;
-use crate::sync::{Arc, AtomicBool, Ordering};
+use crate::sync::{spawn_joinable, Arc, AtomicBool, JoinHandle, Ordering};
 
 /// What a consumer delivered, returned by [`Consumer::join`].
 ///
@@ -408,13 +407,11 @@ where
         shared: plan.shared.clone(),
     };
     let thread_stop = stop.clone();
-    let handle = std::thread::Builder::new()
-        .name("sparsebuf-consumer".into())
-        .spawn(move || {
-            let Owned { shared, feed } = &mut owned;
-            let result = guard(|| body(shared, feed, &thread_stop)).and_then(|r| r);
-            result.map(|()| Report::of(feed))
-        })?;
+    let handle = spawn_joinable("sparsebuf-consumer", move || {
+        let Owned { shared, feed } = &mut owned;
+        let result = guard(|| body(shared, feed, &thread_stop)).and_then(|r| r);
+        result.map(|()| Report::of(feed))
+    })?;
     Ok(Consumer {
         shared: plan.shared,
         run: Run::Thread {

@@ -39,6 +39,30 @@ pub(crate) fn spawn(_name: &str, f: impl FnOnce() + Send + 'static) -> std::io::
     Ok(())
 }
 
+/// A thread whose result is joined (a consumer's): std's, or a loom thread in a model.
+#[cfg(not(loom))]
+pub(crate) use std::thread::JoinHandle;
+
+#[cfg(loom)]
+pub(crate) use loom::thread::JoinHandle;
+
+/// Starts a thread to be joined.
+#[cfg(not(loom))]
+pub(crate) fn spawn_joinable<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<JoinHandle<T>> {
+    std::thread::Builder::new().name(name.into()).spawn(f)
+}
+
+#[cfg(loom)]
+pub(crate) fn spawn_joinable<T: Send + 'static>(
+    _name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<JoinHandle<T>> {
+    Ok(loom::thread::spawn(f))
+}
+
 /// The calling thread's id (a loom thread's, in a model).
 #[cfg(not(loom))]
 pub(crate) fn current_thread() -> ThreadId {
