@@ -87,18 +87,23 @@ impl Appender {
     /// `write`, one read of a pulled source), which the marks record for consumers. Then feeds
     /// the inline consumers.
     pub(crate) fn commit(&mut self, shared: &Shared, n: usize, write_end: bool) {
-        self.publish(shared, n, write_end);
+        let completed = self.publish(shared, n, write_end);
+        // The inline consumers take the new bytes before anything can be dropped.
         shared.taps.deliver(shared);
+        if let Some(segment) = completed {
+            self.settle(shared, segment);
+        }
     }
 
-    fn publish(&mut self, shared: &Shared, n: usize, write_end: bool) {
+    /// Publishes; returns the segment the bytes completed, if any.
+    fn publish(&mut self, shared: &Shared, n: usize, write_end: bool) -> Option<u64> {
         let Some(pending) = self.pending.as_mut().filter(|_| n > 0) else {
             if write_end && self.writing {
                 self.writing = false;
                 let exact = shared.taps.any_consumer();
                 shared.state.write().marks.record(self.frontier, exact);
             }
-            return;
+            return None;
         };
         let piece = pending.tail.split_to(n);
         let complete = pending.tail.is_empty();
@@ -123,18 +128,23 @@ impl Appender {
         self.frontier = range.end;
         shared.source_bytes.fetch_add(n as u64, Ordering::Relaxed);
         shared.publish.notify();
-        if complete {
+        complete.then(|| {
             self.pending = None;
-            let mut tiers = shared.tiers.lock();
-            tiers.admit(segment);
-            if let Some(window) = shared.window {
-                self.slide_window(shared, &mut tiers, window);
-            }
-            // A windowed stream that finds no room here waits before its next segment. Other
-            // streams may leave the spill to the spiller (settled in `Role::pull_until`).
-            let unbounded = shared.window.is_none();
-            let _ = tiers.enforce_budget(shared, unbounded, unbounded);
+            segment
+        })
+    }
+
+    /// A full segment joins the RAM tier; the window slides and the budgets are enforced.
+    fn settle(&mut self, shared: &Shared, segment: u64) {
+        let mut tiers = shared.tiers.lock();
+        tiers.admit(segment);
+        if let Some(window) = shared.window {
+            self.slide_window(shared, &mut tiers, window);
         }
+        // A windowed stream that finds no room here waits before its next segment. Other
+        // streams may leave the spill to the spiller (settled in `Role::pull_until`).
+        let unbounded = shared.window.is_none();
+        let _ = tiers.enforce_budget(shared, unbounded, unbounded);
     }
 
     /// Drops the whole segments that fell out of the last `window` bytes, but none a
@@ -185,6 +195,7 @@ impl Appender {
             last.map(|segment| (segment, state.index.seal(segment)))
         };
         shared.publish.notify();
+        shared.taps.deliver(shared);
         let mut tiers = shared.tiers.lock();
         match sealed {
             Some((segment, true)) => tiers.admit(segment),
@@ -193,8 +204,6 @@ impl Appender {
         }
         let unbounded = shared.window.is_none();
         let _ = tiers.enforce_budget(shared, false, unbounded);
-        drop(tiers);
-        shared.taps.deliver(shared);
     }
 
     /// The stream failed: record the sticky error. Published bytes stay readable.

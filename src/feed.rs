@@ -136,7 +136,7 @@ impl Feed {
             }
         }
         if goal == Some(self.pos) {
-            let last = state.len == Some(self.pos);
+            let last = state.len.is_some_and(|len| len <= self.pos);
             return Polled::Chunk(self.cut(last, state));
         }
         match &state.error {

@@ -145,7 +145,12 @@ impl Tiers {
         let to = (oldest + 1) << shift;
         shared.holds.check(from, to)?;
         // Only the writer moves the window start, and it holds the tiers lock (as this does).
-        shared.state.write().raise_window_start(to);
+        {
+            // The last segment may be short: the window never starts past the stream's end.
+            let mut state = shared.state.write();
+            let to = state.clip(to);
+            state.raise_window_start(to);
+        }
         self.drop_segments(shared, oldest..oldest + 1);
         Ok(true)
     }

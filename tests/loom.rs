@@ -1,5 +1,5 @@
 //! Model checking of the publish/wait protocol, and of a windowed writer's (pulled or pushed)
-//! wait for cursors, with loom:
+//! wait for cursors and fan-out consumers, with loom:
 //!
 //! ```sh
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --test loom

@@ -313,9 +313,10 @@ mod model {
             0u64..=4,
             prop::option::of(0u64..=12),
             1usize..20_000,
+            any::<bool>(),
         )
-            .prop_map(|(len, seed, segment_shift, ram, disk, window, max_read)| {
-                WindowSetup {
+            .prop_map(
+                |(len, seed, segment_shift, ram, disk, window, max_read, push)| WindowSetup {
                     len,
                     seed,
                     segment_shift,
@@ -323,8 +324,9 @@ mod model {
                     disk,
                     window,
                     max_read,
-                }
-            })
+                    push,
+                },
+            )
     }
 
     fn op(len: u64) -> impl Strategy<Value = WindowOp> {
@@ -336,6 +338,11 @@ mod model {
             1 => (0usize..4, offset).prop_map(|(cursor, to)| WindowOp::Seek { cursor, to }),
             1 => Just(WindowOp::NewCursor),
             1 => (0usize..4).prop_map(|cursor| WindowOp::DropCursor { cursor }),
+            4 => (0usize..30_000).prop_map(|len| WindowOp::Push { len }),
+            1 => (1usize..20_000, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+                |(chunk, clip, inline, lagging)| WindowOp::StartConsumer { chunk, clip, inline, lagging }
+            ),
+            1 => (0usize..3).prop_map(|consumer| WindowOp::StopConsumer { consumer }),
         ]
     }
 

@@ -1,7 +1,8 @@
-//! A live stream with a window that its budgets may not hold, driven by random operations from
-//! one thread: the model in `tests/common/window_model.rs` (shared with `tests/window.rs`)
-//! checks every byte, the budgets after each step, the errors allowed, and that a cursor
-//! reading on never loses its bytes.
+//! A live stream with a window that its budgets may not hold, pulled or pushed, driven by random
+//! operations from one thread, with fan-out consumers starting and stopping: the model in
+//! `tests/common/window_model.rs` (shared with `tests/window.rs`) checks every byte, the budgets
+//! after each step, the errors allowed, that a cursor reading on never loses its bytes, and
+//! what every consumer got.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -10,12 +11,38 @@ use sparsebuf_fuzz::window_model::{run_window_model, WindowOp, WindowSetup};
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    ReadAt { offset: u32, len: u16 },
-    WaitFor { offset: u32, len: u16 },
-    CursorRead { cursor: u8, len: u16 },
-    Seek { cursor: u8, to: u32 },
+    ReadAt {
+        offset: u32,
+        len: u16,
+    },
+    WaitFor {
+        offset: u32,
+        len: u16,
+    },
+    CursorRead {
+        cursor: u8,
+        len: u16,
+    },
+    Seek {
+        cursor: u8,
+        to: u32,
+    },
     NewCursor,
-    DropCursor { cursor: u8 },
+    DropCursor {
+        cursor: u8,
+    },
+    Push {
+        len: u16,
+    },
+    StartConsumer {
+        chunk: u16,
+        clip: bool,
+        inline: bool,
+        lagging: bool,
+    },
+    StopConsumer {
+        consumer: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -27,6 +54,7 @@ struct Input {
     disk_segments: u8,
     window_segments: Option<u8>,
     max_read: u16,
+    push: bool,
     ops: Vec<Op>,
 }
 
@@ -40,6 +68,7 @@ fuzz_target!(|input: Input| {
         disk: u64::from(input.disk_segments % 5),
         window: input.window_segments.map(|w| u64::from(w % 16)),
         max_read: usize::from(input.max_read),
+        push: input.push,
     };
     // Offsets within the stream and a little past its end.
     let at = |offset: u32| u64::from(offset) % (len + 5000);
@@ -67,6 +96,23 @@ fuzz_target!(|input: Input| {
             Op::NewCursor => WindowOp::NewCursor,
             Op::DropCursor { cursor } => WindowOp::DropCursor {
                 cursor: usize::from(cursor),
+            },
+            Op::Push { len } => WindowOp::Push {
+                len: usize::from(len),
+            },
+            Op::StartConsumer {
+                chunk,
+                clip,
+                inline,
+                lagging,
+            } => WindowOp::StartConsumer {
+                chunk: usize::from(chunk),
+                clip,
+                inline,
+                lagging,
+            },
+            Op::StopConsumer { consumer } => WindowOp::StopConsumer {
+                consumer: usize::from(consumer),
             },
         })
         .collect();
