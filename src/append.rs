@@ -27,10 +27,13 @@ pub(crate) struct Appender {
     writing: bool,
 }
 
-/// The segment being filled, and the unpublished rest of its buffer.
+/// The segment being filled, and the unpublished rest of its buffer: `left` bytes, initialised
+/// (`tail.len() == left`, for [`Appender::room`]) or to be appended (`tail` empty with room for
+/// `left`, for [`Appender::append`]).
 struct Pending {
     segment: u64,
     tail: BytesMut,
+    left: usize,
 }
 
 impl Appender {
@@ -51,11 +54,40 @@ impl Appender {
     /// to what a declared length leaves. `Ok(None)`: the declared length is reached. `Err`: a
     /// windowed stream has no room for another segment until a reader moves on.
     pub(crate) fn room(&mut self, shared: &Shared) -> Result<Option<&mut [u8]>, Blocked> {
+        let Some(want) = self.open(shared, false)? else {
+            return Ok(None);
+        };
+        Ok(self.pending.as_mut().map(|p| &mut p.tail[..want]))
+    }
+
+    /// Copies as much of `src` as the segment being filled (or a new one) takes, and commits it;
+    /// returns how much. `Ok(None)` and `Err` as for [`room`](Appender::room).
+    pub(crate) fn append(
+        &mut self,
+        shared: &Shared,
+        src: &[u8],
+        write_end: bool,
+    ) -> Result<Option<usize>, Blocked> {
+        let Some(want) = self.open(shared, true)? else {
+            return Ok(None);
+        };
+        let n = want.min(src.len());
+        if let Some(pending) = self.pending.as_mut() {
+            // Within the room the buffer was taken with: no reallocation.
+            pending.tail.extend_from_slice(&src[..n]);
+        }
+        self.commit(shared, n, write_end && n == src.len());
+        Ok(Some(n))
+    }
+
+    /// Makes sure a segment is being filled (`empty`: with a buffer to append to); returns how
+    /// many bytes it takes, cut to a declared length (`None`: that length is reached).
+    fn open(&mut self, shared: &Shared, empty: bool) -> Result<Option<usize>, Blocked> {
         let cfg = &shared.config;
-        let left = cfg
+        let declared_left = cfg
             .declared_len
             .map(|len| len.saturating_sub(self.frontier));
-        if left == Some(0) {
+        if declared_left == Some(0) {
             return Ok(None);
         }
         if let (None, Some(window)) = (&self.pending, shared.window) {
@@ -74,12 +106,13 @@ impl Appender {
         let frontier = self.frontier;
         let pending = self.pending.get_or_insert_with(|| Pending {
             segment: frontier >> cfg.shift,
-            tail: shared.tiers.lock().take(),
+            tail: shared.tiers.lock().take(empty),
+            left: cfg.segment_size,
         });
-        let want = left.map_or(pending.tail.len(), |left| {
-            usize::try_from(left).map_or(pending.tail.len(), |l| l.min(pending.tail.len()))
-        });
-        Ok(Some(&mut pending.tail[..want]))
+        let left = pending.left;
+        Ok(Some(declared_left.map_or(left, |d| {
+            usize::try_from(d).map_or(left, |d| d.min(left))
+        })))
     }
 
     /// Publishes the first `n` bytes of [`room`](Appender::room): an O(1) append under the
@@ -100,17 +133,23 @@ impl Appender {
         let Some(pending) = self.pending.as_mut().filter(|_| n > 0) else {
             if write_end && self.writing {
                 self.writing = false;
-                let exact = shared.taps.any_consumer();
-                shared.state.write().marks.record(self.frontier, exact);
+                shared.state.write().marks.record(self.frontier);
             }
             return None;
         };
         let piece = pending.tail.split_to(n);
-        let complete = pending.tail.is_empty();
+        pending.left -= n;
+        let complete = pending.left == 0;
         let segment = pending.segment;
         let range = self.frontier..self.frontier + n as u64;
-        let began = (!self.writing).then(Instant::now);
-        let exact = write_end && shared.taps.any_consumer();
+        // With a consumer registered, every write is marked; otherwise only full segments (a
+        // clock read per write would cost more than the copy of a small one).
+        let exact = shared.taps.any_consumer();
+        let began = if exact {
+            (!self.writing).then(Instant::now)
+        } else {
+            complete.then(Instant::now)
+        };
         {
             let mut state = shared.state.write();
             state.index.append(segment, range.clone(), piece);
@@ -120,8 +159,8 @@ impl Appender {
             if let Some(at) = began {
                 state.marks.begin(at);
             }
-            if write_end {
-                state.marks.record(range.end, exact);
+            if (exact && write_end) || (!exact && complete) {
+                state.marks.record(range.end);
             }
         }
         self.writing = !write_end;
@@ -186,10 +225,10 @@ impl Appender {
         let last = self.pending.take().map(|p| p.segment);
         let sealed = {
             let mut state = shared.state.write();
-            if std::mem::take(&mut self.writing) {
-                let exact = shared.taps.any_consumer();
-                state.marks.record(self.frontier, exact);
-            }
+            // The end is a write's end; with no mark open, it closes the last coarse one.
+            state.marks.begin(Instant::now());
+            state.marks.record(self.frontier);
+            self.writing = false;
             state.len = Some(self.frontier);
             state.complete = true;
             last.map(|segment| (segment, state.index.seal(segment)))

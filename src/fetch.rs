@@ -97,7 +97,7 @@ pub(crate) fn fetch(
             shared.state.write().index.abandon(segment);
             continue;
         }
-        let mut buf = shared.tiers.lock().take();
+        let mut buf = shared.tiers.lock().take(false);
         match read_fully(&*ranged.source, start, &mut buf[..want]) {
             Ok(n) if n < want && known_len.is_some() => {
                 shared.tiers.lock().forget();

@@ -1,20 +1,19 @@
 //! Marks: where a stream's writes ended, and when they arrived.
 //!
 //! Fan-out consumers need two facts the index does not keep: with `clip(false)` a chunk ends
-//! where a write ended, and every chunk carries the time its first byte arrived. The producer
-//! records one mark per write (a push `Writer::write`, or one read of a pulled source) under the
-//! index's write lock, in the same critical section that publishes the write's last bytes.
+//! where a write ended, and every chunk carries the time its first byte arrived. While a consumer
+//! is registered, the producer marks every write (a push `Writer::write`, or one read of a pulled
+//! source) under the index's write lock, in the same critical section that publishes the
+//! write's last bytes. With no consumer, only full segments and the end are marked (a clock read
+//! per write would cost more than copying a small one): a consumer started later then cuts
+//! `clip(false)` chunks of those bytes at segment ends, and dates them per segment.
 //!
-//! Memory: a mark is 24 bytes. While a consumer is registered, every write is marked; with no
-//! consumer, writes closer than [`COARSE`] bytes to the previous mark extend it instead (so a
-//! stream of tiny writes costs at most one mark per 4 KiB). Marks behind the window start are
-//! dropped with the bytes, and a mark that cannot be allocated extends the previous one.
+//! Memory: a mark is 24 bytes, one per write while consumers are registered, one per segment
+//! otherwise. Marks behind the window start go with the bytes, and a mark that cannot be
+//! allocated extends the previous one.
 
 use std::collections::VecDeque;
 use std::time::Instant;
-
-/// With no consumer registered, writes are merged into marks at least this many bytes apart.
-pub(crate) const COARSE: u64 = 4096;
 
 /// One write (or run of merged writes): its end offset and the time its first byte arrived.
 #[derive(Clone, Copy, Debug)]
@@ -37,23 +36,19 @@ impl Marks {
         self.open.get_or_insert(at);
     }
 
-    /// A write that arrived `at` ended at `end`. `exact`: keep it as a write of its own (a
-    /// consumer is registered); otherwise it may be merged into the previous mark.
-    pub(crate) fn record(&mut self, end: u64, exact: bool) {
+    /// The write begun with [`begin`](Marks::begin) ended at `end`.
+    pub(crate) fn record(&mut self, end: u64) {
         let Some(at) = self.open.take() else {
             return;
         };
-        let n = self.marks.len();
-        if let Some(last) = n.checked_sub(1).map(|i| self.marks[i].end) {
-            if end <= last {
-                return;
+        if self.marks.back().is_some_and(|last| end <= last.end) {
+            return;
+        }
+        if self.marks.try_reserve(1).is_err() {
+            if let Some(last) = self.marks.back_mut() {
+                last.end = end;
             }
-            let previous = n.checked_sub(2).map_or(0, |i| self.marks[i].end);
-            let close = end - previous < COARSE;
-            if (!exact && close) || self.marks.try_reserve(1).is_err() {
-                self.marks[n - 1].end = end;
-                return;
-            }
+            return;
         }
         self.marks.push_back(Mark { end, at });
     }
@@ -89,15 +84,15 @@ mod tests {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_millis(1);
         let mut m = Marks::default();
-        m.record(5, true); // no write begun: ignored
+        m.record(5); // no write begun: ignored
         m.begin(t0);
-        m.record(10, true);
+        m.record(10);
         m.begin(t1);
         assert_eq!(m.arrival(10), Some(t1)); // the write under way
         m.begin(t1 + Duration::from_millis(1)); // its second piece: still the first time
-        m.record(30, true);
+        m.record(30);
         m.begin(t1);
-        m.record(30, true); // no bytes: ignored
+        m.record(30); // no bytes: ignored
         assert_eq!(m.end_at_least(0), Some(10));
         assert_eq!(m.end_at_least(10), Some(10));
         assert_eq!(m.end_at_least(11), Some(30));
@@ -114,22 +109,9 @@ mod tests {
         let mut m = Marks::default();
         for end in [10, 20, 30] {
             m.begin(Instant::now());
-            m.record(end, true);
+            m.record(end);
         }
         m.drop_before(20);
         assert_eq!(m.end_at_least(0), Some(30));
-    }
-
-    #[test]
-    fn without_consumers_close_writes_merge() {
-        let t = Instant::now();
-        let mut m = Marks::default();
-        for end in 1..=10_000u64 {
-            m.begin(t);
-            m.record(end, false);
-        }
-        // At most one mark per COARSE bytes, and the last write's end is still a mark.
-        assert!(m.marks.len() as u64 <= 10_000 / COARSE + 1);
-        assert_eq!(m.end_at_least(9_999), Some(10_000));
     }
 }

@@ -8,7 +8,8 @@ use crate::sync::{Arc, AtomicU64, Ordering};
 /// fills, so one spare already avoids every allocation in the steady state.
 const SPARES: usize = 1;
 
-/// Hands out zero-initialised segment buffers of `size` bytes and takes spilled ones back.
+/// Hands out segment buffers of `size` bytes (zero-initialised, or empty with that capacity)
+/// and takes spilled ones back.
 ///
 /// Owned by the writer (under the writer mutex), so it needs no lock of its own. `live` counts
 /// buffers allocated and not yet freed (in the index, in the writer, or spare here); it is read
@@ -36,14 +37,29 @@ impl Pool {
         }
     }
 
-    /// A buffer of exactly `size` initialised bytes.
+    /// A buffer of exactly `size` initialised bytes (for reading a source into).
     pub(crate) fn take(&mut self) -> BytesMut {
         if let Some(buf) = self.spare.pop() {
             return buf;
         }
+        self.count_new();
+        BytesMut::zeroed(self.size)
+    }
+
+    /// An empty buffer with room for `size` bytes, for a writer that appends what it copies:
+    /// no bytes are initialised only to be overwritten.
+    pub(crate) fn take_empty(&mut self) -> BytesMut {
+        if let Some(mut buf) = self.spare.pop() {
+            buf.clear();
+            return buf;
+        }
+        self.count_new();
+        BytesMut::with_capacity(self.size)
+    }
+
+    fn count_new(&self) {
         let live = self.counts.live.fetch_add(1, Ordering::Relaxed) + 1;
         self.counts.peak.fetch_max(live, Ordering::Relaxed);
-        BytesMut::zeroed(self.size)
     }
 
     /// Takes back a segment's buffer. It is kept for reuse if nobody else holds it and it is a

@@ -40,9 +40,14 @@ impl Tiers {
         }
     }
 
-    /// A segment buffer, recycled if one is spare.
-    pub(crate) fn take(&mut self) -> BytesMut {
-        self.pool.take()
+    /// A segment buffer, recycled if one is spare: `size` initialised bytes, or (`empty`) none
+    /// and room for `size`.
+    pub(crate) fn take(&mut self, empty: bool) -> BytesMut {
+        if empty {
+            self.pool.take_empty()
+        } else {
+            self.pool.take()
+        }
     }
 
     /// Releases a buffer taken with `take` that never reached the index.

@@ -149,13 +149,8 @@ impl Writer {
         let shared = &*self.shared;
         let mut written = 0;
         while written < buf.len() {
-            match self.appender.room(shared) {
-                Ok(Some(dst)) => {
-                    let n = dst.len().min(buf.len() - written);
-                    dst[..n].copy_from_slice(&buf[written..written + n]);
-                    written += n;
-                    self.appender.commit(shared, n, written == buf.len());
-                }
+            match self.appender.append(shared, &buf[written..], true) {
+                Ok(Some(n)) => written += n,
                 Ok(None) => {
                     // Past a declared length: the stream runs long, which fails it.
                     let declared = self.appender.frontier();
