@@ -1,46 +1,24 @@
-//! [`Consumer`]: a started fan-out consumer, its [`Report`], and the loops that run it: on a
-//! thread of its own, with its callbacks on a pool or in parallel, or inline (`inline.rs`).
+//! [`Consumer`]: a started fan-out consumer, and the loops that run it: on a thread of its own,
+//! with its callbacks on a pool or in parallel, or inline (`inline.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Condvar as StdCondvar, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::unbounded;
 
 use crate::chunk::Chunk;
+use crate::deliver::{
+    ask, finished, guard, panicked, Callback, Deliver, OnDone, Sampler, SharedCallback,
+};
 use crate::feed::{Feed, Polled};
-use crate::inline::Inline;
+use crate::inline::{Inline, InlineControl};
 use crate::pool::Pool;
+use crate::report::Report;
 use crate::shared::Shared;
 use crate::sync::{spawn_joinable, Arc, AtomicBool, JoinHandle, Ordering};
-
-/// What a consumer delivered, returned by [`Consumer::join`].
-///
-/// For a consumer that ran to the end of its stream, `bytes + skipped` is the stream's length.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Report {
-    /// Chunks handed to the callback, the last (possibly empty) one included.
-    pub chunks: u64,
-    /// Bytes in those chunks.
-    pub bytes: u64,
-    /// Bytes the consumer did not get: those before where it started, those published while a
-    /// [`sampler`](crate::Emit::sampler) paused it, and those a
-    /// [`lagging`](crate::Emit::lagging) consumer fell behind on.
-    pub skipped: u64,
-}
-
-impl Report {
-    pub(crate) fn of(feed: &Feed) -> Report {
-        Report {
-            chunks: feed.chunks,
-            bytes: feed.bytes,
-            skipped: feed.skipped,
-        }
-    }
-}
 
 /// Where a consumer's callbacks run.
 #[derive(Clone, Debug)]
@@ -68,11 +46,6 @@ impl Plan {
     }
 }
 
-type Callback<T> = Box<dyn FnMut(Chunk) -> io::Result<T> + Send>;
-type SharedCallback<T> = Arc<dyn Fn(Chunk) -> io::Result<T> + Send + Sync>;
-type OnDone<T> = Option<Box<dyn FnMut(T) + Send>>;
-type Sampler = Option<Box<dyn FnMut() -> Duration + Send>>;
-
 /// A running consumer, made by [`Emit::start`](crate::Emit::start).
 ///
 /// [`join`](Consumer::join) waits for its end. Dropping a `Consumer` stops it: it ends after
@@ -88,14 +61,6 @@ enum Run {
         stop: Arc<Stop>,
     },
     Inline(Arc<dyn InlineControl>),
-}
-
-/// What a `Consumer` needs of its inline tap (see `inline.rs`).
-pub(crate) trait InlineControl: Send + Sync {
-    /// Waits for the end: the last chunk delivered, a failure or a stop.
-    fn wait(&self) -> io::Result<Report>;
-    /// Stops the consumer after the chunk in flight.
-    fn stop(&self, shared: &Shared);
 }
 
 impl Consumer {
@@ -185,55 +150,6 @@ impl Stop {
             };
         }
     }
-}
-
-/// The per-chunk work of a serial consumer: the callback, `on_done` and the sampler, with
-/// their panics caught.
-pub(crate) struct Deliver<T> {
-    callback: Callback<T>,
-    on_done: OnDone<T>,
-    sampler: Sampler,
-}
-
-impl<T> Deliver<T> {
-    /// Delivers `chunk`; returns the pause the sampler asks for after it.
-    pub(crate) fn deliver(&mut self, chunk: Chunk) -> io::Result<Option<Duration>> {
-        let last = chunk.is_last();
-        let value = guard(|| (self.callback)(chunk))??;
-        finished(&mut self.on_done, value)?;
-        if last {
-            return Ok(None);
-        }
-        ask(&mut self.sampler)
-    }
-}
-
-fn finished<T>(on_done: &mut OnDone<T>, value: T) -> io::Result<()> {
-    match on_done {
-        Some(on_done) => guard(|| on_done(value)),
-        None => Ok(()),
-    }
-}
-
-fn ask(sampler: &mut Sampler) -> io::Result<Option<Duration>> {
-    match sampler {
-        Some(sampler) => guard(sampler).map(|pause| (!pause.is_zero()).then_some(pause)),
-        None => Ok(None),
-    }
-}
-
-/// Runs user code; a panic becomes an error.
-fn guard<R>(f: impl FnOnce() -> R) -> io::Result<R> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(panicked)
-}
-
-fn panicked(panic: Box<dyn std::any::Any + Send>) -> io::Error {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into());
-    io::Error::other(format!("a consumer's callback panicked: {message}"))
 }
 
 /// Starts a consumer whose callback gets one chunk at a time.

@@ -4,11 +4,20 @@
 use std::io;
 use std::time::Instant;
 
-use crate::consumer::{Deliver, InlineControl, Report};
+use crate::deliver::Deliver;
 use crate::feed::{Feed, Polled};
+use crate::report::Report;
 use crate::shared::Shared;
 use crate::sync::{current_thread, Arc, AtomicBool, Condvar, Mutex, Ordering, ThreadId};
 use crate::taps::Tap;
+
+/// What a `Consumer` needs of its inline consumer.
+pub(crate) trait InlineControl: Send + Sync {
+    /// Waits for the end: the last chunk delivered, a failure or a stop.
+    fn wait(&self) -> io::Result<Report>;
+    /// Stops the consumer after the chunk in flight.
+    fn stop(&self, shared: &Shared);
+}
 
 /// An inline consumer: its feed and callbacks, behind one lock that the producer takes to feed
 /// it (so its chunks go out in order, one at a time).
