@@ -27,7 +27,8 @@ use crate::StreamBuffer;
 ///
 /// With a [`window`](crate::Builder::window) that the budgets cannot hold, a `write` that finds no room
 /// **waits** for readers to move on (or go away) instead of dropping bytes they have yet to
-/// read. If a cursor in the way belongs to the writing thread, waiting would never end: the
+/// read; so it does for fan-out consumers ([`StreamBuffer::emit`]), which also hold the window
+/// itself: a write never slides it past a consumer that has not taken its bytes. If a cursor in the way belongs to the writing thread, waiting would never end: the
 /// `write` then returns what it took so far (a short count), or, if it took nothing,
 /// [`Error::WindowFull`] (kind [`InvalidInput`](io::ErrorKind::InvalidInput)). The `Writer`
 /// stays usable.
