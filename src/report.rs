@@ -2,7 +2,7 @@
 
 use crate::feed::Feed;
 
-/// What a consumer delivered, returned by [`Consumer::join`].
+/// What a consumer delivered, returned by [`Consumer::join`](crate::Consumer::join).
 ///
 /// For a consumer that ran to the end of its stream, `bytes + skipped` is the stream's length.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
