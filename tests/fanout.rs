@@ -40,6 +40,18 @@ fn log() -> Log {
     Arc::new(Mutex::new(Vec::new()))
 }
 
+/// A push stream of `SEGMENT`-byte segments with `ram` segments of RAM, no disk and a window
+/// of `window` segments.
+fn live(ram: usize, window: u64) -> (Writer, StreamBuffer) {
+    StreamBuffer::builder()
+        .segment_size(SEGMENT)
+        .memory_budget(ram * SEGMENT)
+        .disk_budget(0)
+        .window(window * SEGMENT as u64)
+        .build_push()
+        .unwrap()
+}
+
 /// Pushes `model` in writes of the given sizes, cycling through them; returns the write ends.
 fn push(writer: &mut Writer, model: &[u8], sizes: &[usize]) -> Vec<u64> {
     let mut ends = Vec::new();
@@ -372,13 +384,7 @@ fn a_window_smaller_than_the_budgets_bounds_how_far_the_writer_runs_ahead_of_a_c
 #[test]
 fn a_lagging_consumer_skips_instead_of_holding_the_writer() {
     let model = data(2 << 20, 8);
-    let (mut writer, buf) = StreamBuffer::builder()
-        .segment_size(SEGMENT)
-        .memory_budget(8 * SEGMENT)
-        .disk_budget(0)
-        .window(8 * SEGMENT as u64)
-        .build_push()
-        .unwrap();
+    let (mut writer, buf) = live(8, 8);
     let seen = log();
     let mut record = recorder(&seen);
     let consumer = buf
@@ -451,13 +457,7 @@ fn a_sampler_pauses_the_consumer_and_counts_what_it_skipped() {
 #[test]
 fn a_failing_or_panicking_callback_stops_only_its_consumer_and_lets_go_of_the_window() {
     let model = data(1 << 20, 10);
-    let (mut writer, buf) = StreamBuffer::builder()
-        .segment_size(SEGMENT)
-        .memory_budget(4 * SEGMENT)
-        .disk_budget(0)
-        .window(8 * SEGMENT as u64)
-        .build_push()
-        .unwrap();
+    let (mut writer, buf) = live(4, 8);
     let healthy = log();
     let good = buf.emit(4096).start(recorder(&healthy)).unwrap();
     let failing = buf
@@ -510,13 +510,7 @@ fn a_failing_or_panicking_callback_stops_only_its_consumer_and_lets_go_of_the_wi
 #[test]
 fn dropping_a_consumer_stops_it_and_releases_its_hold() {
     let model = data(1 << 20, 11);
-    let (mut writer, buf) = StreamBuffer::builder()
-        .segment_size(SEGMENT)
-        .memory_budget(4 * SEGMENT)
-        .disk_budget(0)
-        .window(8 * SEGMENT as u64)
-        .build_push()
-        .unwrap();
+    let (mut writer, buf) = live(4, 8);
     let count = Arc::new(Mutex::new(0u64));
     let counted = count.clone();
     let consumer = buf
@@ -809,13 +803,7 @@ fn a_window_full_short_write_keeps_the_writer_usable_with_a_consumer_on_its_thre
     // A Reader of the writing thread blocks the window: the write comes back short or with
     // WindowFull, never hangs; a consumer still gets every byte once the reader moves on.
     let model = data(200_000, 18);
-    let (mut writer, buf) = StreamBuffer::builder()
-        .segment_size(SEGMENT)
-        .memory_budget(2 * SEGMENT)
-        .disk_budget(0)
-        .window(4 * SEGMENT as u64)
-        .build_push()
-        .unwrap();
+    let (mut writer, buf) = live(2, 4);
     let seen = log();
     let consumer = buf.emit(500).run_inline().start(recorder(&seen)).unwrap();
     let mut reader = buf.reader();
