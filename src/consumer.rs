@@ -50,6 +50,32 @@ impl Plan {
 ///
 /// [`join`](Consumer::join) waits for its end. Dropping a `Consumer` stops it: it ends after
 /// the chunk in flight, without waiting, and its hold on the buffer goes.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{self, Write};
+/// use sparsebuf::StreamBuffer;
+///
+/// let (mut writer, buf) = StreamBuffer::builder().window(64 * 1024).build_push()?;
+/// let steady = buf.emit(1000).start(|chunk| Ok(chunk.len()))?;
+/// let picky = buf.emit(1000).start(|chunk| {
+///     if chunk.offset() >= 5000 {
+///         return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected frame"));
+///     }
+///     Ok(chunk.len())
+/// })?;
+/// let gone = buf.emit(10).start(|_| Ok(()))?;
+/// drop(gone); // stops it: the writer never waits for it
+///
+/// for _ in 0..100 {
+///     writer.write_all(&[0u8; 1000])?;
+/// }
+/// writer.finish()?;
+/// assert_eq!(steady.join()?.bytes, 100_000);
+/// assert_eq!(picky.join().unwrap_err().kind(), io::ErrorKind::InvalidData);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct Consumer {
     shared: Arc<Shared>,
     run: Run,
