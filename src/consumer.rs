@@ -30,6 +30,8 @@ pub(crate) enum Where {
 
 /// A consumer's settings, checked by `Emit`.
 pub(crate) struct Plan {
+    /// Hold each chunk until it was delivered (a sink's), not only until it was taken.
+    pub(crate) keep: bool,
     pub(crate) shared: Arc<Shared>,
     pub(crate) chunk_size: u64,
     pub(crate) clip: bool,
@@ -42,7 +44,9 @@ impl Plan {
     fn feed(&self, pin: bool) -> Feed {
         let pin = pin && !self.lagging;
         let keep = self.parallel + 1;
-        Feed::start(&self.shared, self.chunk_size, self.clip, pin, keep)
+        let mut feed = Feed::start(&self.shared, self.chunk_size, self.clip, pin, keep);
+        feed.keep_until_released(self.keep);
+        feed
     }
 }
 
@@ -206,7 +210,9 @@ pub(crate) fn start_serial<T: Send + 'static>(
             };
             spawn(plan, move |shared, feed, stop| {
                 while let Some(chunk) = next_chunk(shared, feed, stop)? {
-                    if let Some(pause) = deliver.deliver(chunk)? {
+                    let pause = deliver.deliver(chunk)?;
+                    feed.release(shared);
+                    if let Some(pause) = pause {
                         pause_for(shared, feed, stop, pause);
                     }
                 }
@@ -245,6 +251,9 @@ pub(crate) fn start_parallel<T: Send + 'static>(
                 let last = chunk.is_last();
                 jobs.submit(&pool, &callback, chunk)?;
                 jobs.collect(&mut on_done, false)?;
+                if jobs.in_flight == 0 {
+                    feed.release(shared);
+                }
                 if jobs.stopping || last {
                     break;
                 }

@@ -10,7 +10,9 @@ use crate::chunk::Chunk;
 use crate::consumer::{self, Consumer, Plan, Where};
 use crate::error::invalid_input;
 use crate::pool::Pool;
+use crate::retry::RetryPolicy;
 use crate::shared::Filler;
+use crate::sink::{self, Sink};
 use crate::StreamBuffer;
 
 /// Marker of an [`Emit`] whose callback gets one chunk at a time (`FnMut`).
@@ -83,6 +85,7 @@ pub struct Emit<T = (), M = Serial> {
     lagging: bool,
     on_done: Option<Box<dyn FnMut(T) + Send>>,
     sampler: Option<Box<dyn FnMut() -> Duration + Send>>,
+    retry: RetryPolicy,
     mode: PhantomData<M>,
 }
 
@@ -97,6 +100,7 @@ impl<T> Emit<T, Serial> {
             lagging: false,
             on_done: None,
             sampler: None,
+            retry: RetryPolicy::default(),
             mode: PhantomData,
         }
     }
@@ -116,6 +120,7 @@ impl<T> Emit<T, Serial> {
             lagging: self.lagging,
             on_done: self.on_done,
             sampler: self.sampler,
+            retry: self.retry,
             mode: PhantomData,
         }
     }
@@ -133,8 +138,32 @@ impl<T> Emit<T, Serial> {
         F: FnMut(Chunk) -> io::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let (plan, on_done, sampler) = self.plan()?;
+        let (plan, on_done, sampler) = self.plan(false)?;
         consumer::start_serial(plan, Box::new(callback), on_done, sampler)
+    }
+}
+
+impl Emit<(), Serial> {
+    /// Starts a consumer that hands its chunks to `sink`: each chunk with
+    /// [`Sink::write_chunk`], retried as [`retry`](Emit::retry) says (by default
+    /// [`RetryPolicy::default`]), then [`Sink::finish`] after the last. A chunk stays held in
+    /// the buffer until the sink took it. If the stream fails, a chunk fails for good, `finish`
+    /// fails or the consumer is dropped, the sink is aborted ([`Sink::abort`]) and
+    /// [`Consumer::join`] returns the cause. [`on_done`](Emit::on_done) gets `()` per chunk.
+    ///
+    /// # Errors
+    ///
+    /// As for [`start`](Emit::start); also [`InvalidInput`](io::ErrorKind::InvalidInput) on a
+    /// windowed stream whose window or budgets cannot hold a chunk and two more segments (the
+    /// writer could then never complete a chunk the sink holds back).
+    ///
+    /// # Examples
+    ///
+    /// See [`Sink`].
+    pub fn sink<S: Sink + 'static>(self, sink: S) -> io::Result<Consumer> {
+        let retry = self.retry.clone();
+        let (plan, on_done, sampler) = self.plan(true)?;
+        consumer::start_serial(plan, sink::callback(sink, retry), on_done, sampler)
     }
 }
 
@@ -161,7 +190,7 @@ impl<T> Emit<T, Parallel> {
                 "an inline consumer runs its callbacks one at a time, on the producing thread",
             ));
         }
-        let (plan, on_done, sampler) = self.plan()?;
+        let (plan, on_done, sampler) = self.plan(false)?;
         consumer::start_parallel(plan, crate::sync::Arc::new(callback), on_done, sampler)
     }
 }
@@ -227,6 +256,13 @@ impl<T, M> Emit<T, M> {
         self
     }
 
+    /// How a sink consumer ([`sink`](Emit::sink)) retries a chunk its sink failed to take.
+    /// Callback consumers ignore it.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
     /// `true`: the consumer holds nothing, so the writer of a windowed stream never waits for
     /// it; when the window moves past it, it resumes at the window start, and the bytes it
     /// missed (with the chunk it had begun) count as skipped. Default `false`.
@@ -235,9 +271,12 @@ impl<T, M> Emit<T, M> {
         self
     }
 
+    /// The checked settings; `keep`: the consumer holds each chunk until it is accepted (a
+    /// sink's).
     #[allow(clippy::type_complexity)]
     fn plan(
         self,
+        keep: bool,
     ) -> io::Result<(
         Plan,
         Option<Box<dyn FnMut(T) + Send>>,
@@ -252,7 +291,23 @@ impl<T, M> Emit<T, M> {
                 "run_inline needs a stream's producer: a range source has none",
             ));
         }
+        let shared = self.buffer.shared();
+        let keep = keep && !self.lagging && !matches!(self.place, Where::Inline);
+        if let (true, Some(window)) = (keep, shared.window) {
+            let segment = shared.config.segment_size as u64;
+            let kept =
+                (shared.config.memory_budget as u64).saturating_add(shared.config.disk_budget);
+            let needed = (self.chunk_size as u64).saturating_add(2 * segment);
+            if needed > window || needed > kept {
+                return Err(invalid_input(format!(
+                    "a sink holds a whole chunk: chunk_size {} and two segments of {segment} \
+                     must fit the window ({window}) and the budgets ({kept})",
+                    self.chunk_size
+                )));
+            }
+        }
         let plan = Plan {
+            keep,
             shared: self.buffer.shared_arc(),
             chunk_size: self.chunk_size as u64,
             clip: self.clip,

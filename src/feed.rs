@@ -48,6 +48,9 @@ pub(crate) struct Feed {
     /// The consumer's pinned hold (see `holds.rs`), and where it is; `None` if it holds nothing.
     hold: Option<usize>,
     held_at: u64,
+    /// Hold from `released` (the first chunk not yet delivered), not from `pos`.
+    keep: bool,
+    released: u64,
     done: bool,
     closed: bool,
     pub(crate) chunks: u64,
@@ -87,12 +90,26 @@ impl Feed {
             bin: Arc::new(Bin::new(keep)),
             hold,
             held_at: start,
+            keep: false,
+            released: start,
             done: false,
             closed: false,
             chunks: 0,
             bytes: 0,
             skipped: start,
         }
+    }
+
+    /// `true`: the hold stays at the first chunk not yet [released](Feed::release) (a sink's
+    /// consumer releases a chunk once its sink took it).
+    pub(crate) fn keep_until_released(&mut self, keep: bool) {
+        self.keep = keep;
+    }
+
+    /// Every chunk cut so far was delivered: the hold may move on.
+    pub(crate) fn release(&mut self, shared: &Shared) {
+        self.released = self.start;
+        self.move_hold(shared);
     }
 
     /// The next byte to take.
@@ -216,6 +233,7 @@ impl Feed {
         self.received = None;
         self.start = to;
         self.pos = to;
+        self.released = to;
     }
 
     /// A pause (`sampler`): the hold lets the writer go on meanwhile.
@@ -248,9 +266,10 @@ impl Feed {
     }
 
     fn move_hold(&mut self, shared: &Shared) {
-        if let Some(id) = self.hold.filter(|_| self.held_at != self.pos) {
-            self.held_at = self.pos;
-            shared.holds.set(id, self.pos);
+        let at = if self.keep { self.released } else { self.pos };
+        if let Some(id) = self.hold.filter(|_| self.held_at != at) {
+            self.held_at = at;
+            shared.holds.set(id, at);
         }
     }
 

@@ -32,7 +32,8 @@ pub(crate) struct Inline<T> {
 
 struct State<T> {
     feed: Feed,
-    deliver: Deliver<T>,
+    /// Dropped when the consumer ends (a sink's callback aborts the sink if it did not finish).
+    deliver: Option<Deliver<T>>,
     /// A sampler's pause lasts until then: what is published meanwhile is skipped.
     resume_at: Option<Instant>,
     outcome: Option<io::Result<Report>>,
@@ -50,7 +51,7 @@ impl<T: Send + 'static> Inline<T> {
         let inline = Arc::new(Inline {
             state: Mutex::new(State {
                 feed,
-                deliver,
+                deliver: Some(deliver),
                 resume_at: None,
                 outcome: None,
             }),
@@ -91,13 +92,14 @@ impl<T: Send + 'static> Inline<T> {
                 }
             }
             match state.feed.poll(shared) {
-                Polled::Chunk(chunk) => match state.deliver.deliver(chunk) {
-                    Ok(pause) => {
+                Polled::Chunk(chunk) => match state.deliver.as_mut().map(|d| d.deliver(chunk)) {
+                    Some(Ok(pause)) => {
                         if let Some(pause) = pause {
                             state.resume_at = Instant::now().checked_add(pause);
                         }
                     }
-                    Err(error) => return self.end(shared, state, Err(error)),
+                    Some(Err(error)) => return self.end(shared, state, Err(error)),
+                    None => return false,
                 },
                 Polled::More if !self.stop.load(Ordering::Acquire) => return true,
                 Polled::More => {}
@@ -108,6 +110,7 @@ impl<T: Send + 'static> Inline<T> {
     }
 
     fn end(&self, shared: &Shared, state: &mut State<T>, result: io::Result<()>) -> bool {
+        state.deliver = None;
         state.feed.close(shared);
         state.outcome = Some(result.map(|()| Report::of(&state.feed)));
         self.ended.notify_all();
