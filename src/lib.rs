@@ -94,6 +94,8 @@ mod holds;
 mod index;
 mod inline;
 mod marks;
+#[cfg(feature = "object-store")]
+mod object;
 mod pool;
 mod publish;
 mod pull;
@@ -123,6 +125,11 @@ pub use consumer::Consumer;
 pub use emit::{Emit, Parallel, Serial};
 pub use error::Error;
 pub use index::Location;
+#[cfg(feature = "object-store")]
+pub use object::{
+    upload, ObjectSink, ObjectSource, Upload, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
+    MIN_PART_SIZE,
+};
 pub use pool::Pool;
 pub use reader::Reader;
 pub use report::Report;

@@ -10,6 +10,8 @@ use std::time::Duration;
 mod faulty;
 mod generator;
 mod location;
+#[cfg(feature = "object-store")]
+pub mod moto;
 pub mod window_model;
 #[allow(unused_imports)] // each test file uses a different part of the helpers
 pub use faulty::{Fault, Faulty, ENOSPC};
