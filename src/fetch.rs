@@ -32,13 +32,21 @@ pub(crate) enum Claim {
     Retry,
 }
 
-/// Claims the first run of absent segments of `[offset, end)`, under the index write lock.
+/// The most segments one fetch of `shared` claims: [`MAX_RUN`], or fewer if the memory budget
+/// is smaller (a run's buffers are taken before its one read).
+pub(crate) fn max_run(shared: &Shared) -> u64 {
+    let budget = shared.config.memory_budget / shared.config.segment_size;
+    (budget as u64).clamp(1, MAX_RUN)
+}
+
+/// Claims the first run (of at most `max_run` segments) of absent segments of `[offset, end)`,
+/// under the index write lock.
 pub(crate) fn claim(
     state: &mut State,
     shift: u32,
-    offset: u64,
-    end: u64,
+    (offset, end): (u64, u64),
     max_fetches: usize,
+    max_run: u64,
 ) -> Claim {
     let last = (end - 1) >> shift;
     let mut others_fetching = false;
@@ -50,7 +58,7 @@ pub(crate) fn claim(
                 }
                 let mut run_end = segment + 1;
                 while run_end <= last
-                    && run_end - segment < MAX_RUN
+                    && run_end - segment < max_run
                     && matches!(state.index.slot(run_end), None | Some(Slot::Absent))
                 {
                     run_end += 1;
@@ -72,10 +80,12 @@ pub(crate) fn claim(
     }
 }
 
-/// Fetches the claimed `segments`, publishing each; gives back what it could not fetch. The
-/// error, if any, goes to this reader only: the segments become holes again and the next read
-/// that needs them asks the source again. Returns the first segment's bytes, so the reader that
-/// fetched them can copy them even if they are evicted right after publishing.
+/// Fetches the claimed `segments` with one vectored read of the run (one request, for a source
+/// whose requests are costly), publishing each; gives back what it could not fetch. The error,
+/// if any, goes to this reader only: the segments it left become holes again and the next read
+/// that needs them asks the source again (the segments read before it are published). Returns
+/// the first segment's bytes, so the reader that fetched them can copy them even if they are
+/// evicted right after publishing.
 pub(crate) fn fetch(
     shared: &Shared,
     ranged: &Ranged,
@@ -83,78 +93,101 @@ pub(crate) fn fetch(
     ahead: bool,
 ) -> io::Result<Option<bytes::Bytes>> {
     let shift = shared.config.shift;
-    let mut result = Ok(());
+    let size = shared.config.segment_size as u64;
+    let known_len = shared.state.read().len;
+    let run_start = segments.start << shift;
+    // What each segment should hold: a whole segment, less at a known end.
+    let wants: Vec<usize> = segments
+        .clone()
+        .map(|segment| {
+            let start = segment << shift;
+            known_len.map_or(size, |len| len.saturating_sub(start).min(size)) as usize
+        })
+        .collect();
+    let fetched = wants.iter().take_while(|&&w| w > 0).count();
+    let mut bufs: Vec<_> = {
+        let mut tiers = shared.tiers.lock();
+        wants[..fetched].iter().map(|_| tiers.take(false)).collect()
+    };
+    let (mut got, mut result) = {
+        let mut dsts: Vec<&mut [u8]> = bufs
+            .iter_mut()
+            .zip(&wants)
+            .map(|(buf, &want)| &mut buf[..want])
+            .collect();
+        match read_run(&*ranged.source, run_start, &mut dsts) {
+            (n, None) => (n, Ok(())),
+            (n, Some(error)) => (n, Err(io::Error::from(error))),
+        }
+    };
     let mut ended = false;
     let mut first = None;
-    for segment in segments.clone() {
+    let mut bufs = bufs.into_iter();
+    for (i, segment) in segments.clone().enumerate() {
         let start = segment << shift;
-        let known_len = shared.state.read().len;
-        let want = known_len.map_or(shared.config.segment_size as u64, |len| {
-            len.saturating_sub(start)
-                .min(shared.config.segment_size as u64)
-        }) as usize;
-        if ended || result.is_err() || want == 0 {
+        let want = wants[i];
+        let buf = if i < fetched { bufs.next() } else { None };
+        let n = got.min(want);
+        got -= n;
+        let Some(mut buf) = buf.filter(|_| !ended && (n == want || result.is_ok())) else {
+            // Past the end, after the end or an error: nothing to publish.
+            if i < fetched {
+                shared.tiers.lock().forget();
+            }
             shared.state.write().index.abandon(segment);
             continue;
+        };
+        if n < want && known_len.is_some() {
+            shared.tiers.lock().forget();
+            shared.state.write().index.abandon(segment);
+            let declared = known_len.unwrap_or(0);
+            result = Err(Error::EndedEarly {
+                declared,
+                actual: start + n as u64,
+            }
+            .into());
+            ended = true;
+            continue;
         }
-        let mut buf = shared.tiers.lock().take(false);
-        match read_fully(&*ranged.source, start, &mut buf[..want]) {
-            Ok(n) if n < want && known_len.is_some() => {
-                shared.tiers.lock().forget();
-                shared.state.write().index.abandon(segment);
-                let declared = known_len.unwrap_or(0);
-                result = Err(Error::EndedEarly {
-                    declared,
-                    actual: start + n as u64,
-                }
-                .into());
-            }
-            Ok(n) => {
-                ended = n < want;
-                buf.truncate(n);
-                let end = start + n as u64;
-                let data = buf.freeze();
-                if segment == segments.start && n > 0 {
-                    first = Some(data.clone());
-                }
-                {
-                    let mut state = shared.state.write();
-                    if state.index.insert_full(segment, start..end, data, ahead) {
-                        shared
-                            .refetched_bytes
-                            .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
-                    }
-                    if ended {
-                        // Bytes up to `end` and nothing after: the end, exactly. Nothing at all
-                        // at `start`: the end is at `start` or before.
-                        state.found_end(end, n > 0);
-                    }
-                    state.settle_end();
-                }
-                // Within budget after every segment, not only after the run: RAM never holds
-                // more than one unpublished buffer per fetch in flight beyond the budget.
-                let mut tiers = shared.tiers.lock();
-                if n > 0 {
-                    tiers.admit(segment);
-                } else {
-                    tiers.forget();
-                }
-                // A range source evicts to make room: it never has to wait.
-                let _ = tiers.enforce_budget(shared, false, false);
+        ended = n < want;
+        buf.truncate(n);
+        let end = start + n as u64;
+        let data = buf.freeze();
+        if segment == segments.start && n > 0 {
+            first = Some(data.clone());
+        }
+        {
+            let mut state = shared.state.write();
+            if state.index.insert_full(segment, start..end, data, ahead) {
                 shared
-                    .source_bytes
+                    .refetched_bytes
                     .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
-                if ahead {
-                    shared
-                        .read_ahead_bytes
-                        .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
-                }
             }
-            Err(error) => {
-                shared.tiers.lock().forget();
-                shared.state.write().index.abandon(segment);
-                result = Err(error.into());
+            if ended {
+                // Bytes up to `end` and nothing after: the end, exactly. Nothing at all at
+                // `start`: the end is at `start` or before.
+                state.found_end(end, n > 0);
             }
+            state.settle_end();
+        }
+        // Within budget after every segment: RAM never holds more than one run of unpublished
+        // buffers per fetch in flight beyond the budget.
+        let mut tiers = shared.tiers.lock();
+        if n > 0 {
+            tiers.admit(segment);
+        } else {
+            tiers.forget();
+        }
+        // A range source evicts to make room: it never has to wait.
+        let _ = tiers.enforce_budget(shared, false, false);
+        drop(tiers);
+        shared
+            .source_bytes
+            .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
+        if ahead {
+            shared
+                .read_ahead_bytes
+                .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
         }
         shared.publish.notify();
     }
@@ -163,17 +196,33 @@ pub(crate) fn fetch(
     result.map(|()| first)
 }
 
-/// Reads `buf.len()` bytes at `offset` unless the source ends first; returns the count.
-fn read_fully(source: &dyn RangeSource, offset: u64, buf: &mut [u8]) -> Result<usize, Error> {
+/// Reads `dsts` in full at `offset`, as one run, unless the source ends or fails first; returns
+/// the bytes read and the error, if any.
+fn read_run(
+    source: &dyn RangeSource,
+    offset: u64,
+    dsts: &mut [&mut [u8]],
+) -> (usize, Option<Error>) {
+    let total: usize = dsts.iter().map(|d| d.len()).sum();
     let mut done = 0;
-    while done < buf.len() {
+    while done < total {
+        // The part of the run not read yet.
+        let mut skip = done;
+        let mut rest: Vec<&mut [u8]> = Vec::with_capacity(dsts.len());
+        for dst in dsts.iter_mut() {
+            if skip >= dst.len() {
+                skip -= dst.len();
+                continue;
+            }
+            rest.push(&mut dst[skip..]);
+            skip = 0;
+        }
         let at = offset + done as u64;
-        let dst = &mut buf[done..];
-        let len = dst.len();
-        match call(at, len, || source.read_at(at, dst))? {
-            0 => break,
-            n => done += n,
+        match call(at, total - done, || source.read_vectored_at(at, &mut rest)) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(error) => return (done, Some(error)),
         }
     }
-    Ok(done)
+    (done, None)
 }

@@ -422,8 +422,8 @@ impl io::Write for Upload {
     }
 }
 
-/// An object in an [`ObjectStore`] as a [`RangeSource`]: each fetch is one ranged `GET`, and
-/// the length comes from a `HEAD` when it is made. With
+/// An object in an [`ObjectStore`] as a [`RangeSource`]: each fetch is one ranged `GET` (a run
+/// of adjacent missing segments included), and the length comes from a `HEAD` when it is made. With
 /// [`Builder::build_ranged`](crate::Builder::build_ranged) this reads a large object at
 /// scattered offsets without downloading it, keeping what was fetched in the buffer (RAM, then
 /// the local spill file) as a cache. See [`ObjectSink`] for an example.
@@ -466,6 +466,27 @@ impl RangeSource for ObjectSource {
             .map_err(io_error)?;
         let n = bytes.len().min(buf.len());
         buf[..n].copy_from_slice(&bytes[..n]);
+        Ok(n)
+    }
+
+    /// One ranged `GET` for the whole run, scattered into `bufs`.
+    fn read_vectored_at(&self, offset: u64, bufs: &mut [&mut [u8]]) -> io::Result<usize> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let end = offset.saturating_add(total as u64).min(self.len);
+        if offset >= end {
+            return Ok(0);
+        }
+        let (store, path) = (self.store.clone(), self.path.clone());
+        let bytes = runtime()?
+            .block_on(async move { store.get_range(&path, offset..end).await })
+            .map_err(io_error)?;
+        let mut rest = &bytes[..bytes.len().min(total)];
+        let n = rest.len();
+        for buf in bufs.iter_mut() {
+            let k = rest.len().min(buf.len());
+            buf[..k].copy_from_slice(&rest[..k]);
+            rest = &rest[k..];
+        }
         Ok(n)
     }
 

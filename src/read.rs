@@ -8,7 +8,7 @@ use std::io;
 use std::ops::Range;
 
 use crate::error::{range_end, Error};
-use crate::fetch::{claim, fetch, Claim, Ranged};
+use crate::fetch::{claim, fetch, max_run, Claim, Ranged};
 use crate::holds::{Blocked, Held};
 use crate::index::{Location, Slot};
 use crate::pull::Role;
@@ -275,9 +275,9 @@ impl Shared {
                 claim(
                     &mut state,
                     shared.config.shift,
-                    pos,
-                    end,
+                    (pos, end),
                     ranged.max_fetches,
+                    max_run(shared),
                 )
             };
             match claimed {

@@ -151,6 +151,24 @@ pub trait RangeSource: Send + Sync + 'static {
     /// a later read of the same bytes asks the source again.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
 
+    /// Reads at `offset` into `bufs`, in order, as one read of their total length would; returns
+    /// how many bytes it read (filling the buffers front to back). Like `read_at`, it may read
+    /// less than asked; `Ok(0)` means `offset` is at or past the end.
+    ///
+    /// A fetch of several adjacent segments calls this once for the run, so a source whose
+    /// requests are costly (a ranged `GET`) should answer with one request. The default reads
+    /// into the first non-empty buffer only.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_at`](RangeSource::read_at).
+    fn read_vectored_at(&self, offset: u64, bufs: &mut [&mut [u8]]) -> io::Result<usize> {
+        match bufs.iter_mut().find(|b| !b.is_empty()) {
+            Some(buf) => self.read_at(offset, buf),
+            None => Ok(0),
+        }
+    }
+
     /// The total length, if the source knows it. `None` means "found out when `read_at`
     /// returns 0".
     fn len(&self) -> Option<u64>;
@@ -164,6 +182,13 @@ pub trait RangeSource: Send + Sync + 'static {
 impl RangeSource for std::fs::File {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+
+    /// One `preadv`.
+    fn read_vectored_at(&self, offset: u64, bufs: &mut [&mut [u8]]) -> io::Result<usize> {
+        let mut slices: Vec<io::IoSliceMut<'_>> =
+            bufs.iter_mut().map(|b| io::IoSliceMut::new(b)).collect();
+        Ok(rustix::io::preadv(self, &mut slices, offset)?)
     }
 
     fn len(&self) -> Option<u64> {

@@ -424,3 +424,87 @@ fn reading_nothing_past_the_end_only_bounds_the_length() {
     assert_eq!(buf.len(), Some(13_142));
     assert_eq!(buf.read_range(0..20_000).unwrap(), model);
 }
+
+/// A source that answers a run of segments with one vectored read, and logs each call.
+struct Runs {
+    data: Vec<u8>,
+    calls: Mutex<Vec<(u64, usize)>>,
+}
+
+impl RangeSource for Runs {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_vectored_at(offset, &mut [buf])
+    }
+    fn read_vectored_at(&self, offset: u64, bufs: &mut [&mut [u8]]) -> io::Result<usize> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        self.calls.lock().unwrap().push((offset, total));
+        let mut at = (offset as usize).min(self.data.len());
+        let start = at;
+        for buf in bufs.iter_mut() {
+            let n = buf.len().min(self.data.len() - at);
+            buf[..n].copy_from_slice(&self.data[at..at + n]);
+            at += n;
+        }
+        Ok(at - start)
+    }
+    fn len(&self) -> Option<u64> {
+        Some(self.data.len() as u64)
+    }
+}
+
+struct RunsRef(Arc<Runs>);
+
+impl RangeSource for RunsRef {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read_at(offset, buf)
+    }
+    fn read_vectored_at(&self, offset: u64, bufs: &mut [&mut [u8]]) -> io::Result<usize> {
+        self.0.read_vectored_at(offset, bufs)
+    }
+    fn len(&self) -> Option<u64> {
+        self.0.len()
+    }
+}
+
+#[test]
+fn adjacent_missing_segments_of_one_read_are_fetched_with_one_call() {
+    const SEGMENT: usize = 4096;
+    let model = data(1 << 20, 77);
+    let runs = Arc::new(Runs {
+        data: model.clone(),
+        calls: Mutex::new(Vec::new()),
+    });
+    let buf = StreamBuffer::builder()
+        .segment_size(SEGMENT)
+        .memory_budget(64 * SEGMENT)
+        .build_ranged(RunsRef(runs.clone()))
+        .unwrap();
+    // Eight missing segments, then a read that straddles a filled one and two holes.
+    let mut dst = vec![0u8; 8 * SEGMENT];
+    buf.read_exact_at(3 * SEGMENT as u64 + 10, &mut dst[..7 * SEGMENT])
+        .unwrap();
+    assert!(dst[..7 * SEGMENT] == model[3 * SEGMENT + 10..][..7 * SEGMENT]);
+    assert_eq!(
+        *runs.calls.lock().unwrap(),
+        vec![(3 * SEGMENT as u64, 8 * SEGMENT)]
+    );
+    runs.calls.lock().unwrap().clear();
+    buf.read_exact_at(SEGMENT as u64, &mut dst[..3 * SEGMENT])
+        .unwrap();
+    assert!(dst[..3 * SEGMENT] == model[SEGMENT..][..3 * SEGMENT]);
+    assert_eq!(
+        *runs.calls.lock().unwrap(),
+        vec![(SEGMENT as u64, 2 * SEGMENT)]
+    );
+    // A file source reads its runs with preadv: the same bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    std::fs::write(&path, &model).unwrap();
+    let file = StreamBuffer::builder()
+        .segment_size(SEGMENT)
+        .build_ranged(std::fs::File::open(&path).unwrap())
+        .unwrap();
+    let mut all = vec![0u8; model.len() + 10];
+    assert_eq!(file.read_at(5, &mut all).unwrap(), model.len() - 5);
+    assert!(all[..model.len() - 5] == model[5..]);
+}

@@ -78,7 +78,15 @@ impl Moto {
         let url = format!("{}/{bucket}/{key}", self.endpoint);
         // Signed (moto answers an unsigned GET of an empty object with 403).
         let out = Command::new("curl")
-            .args(["-s", "-f", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "test:test", &url])
+            .args([
+                "-s",
+                "-f",
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+                "test:test",
+                &url,
+            ])
             .output()
             .expect("curl");
         out.status.success().then_some(out.stdout)
