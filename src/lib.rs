@@ -91,6 +91,8 @@ mod error;
 mod feed;
 mod fetch;
 mod holds;
+#[cfg(feature = "http")]
+mod http;
 mod index;
 mod inline;
 mod marks;
@@ -124,6 +126,8 @@ pub use config::Builder;
 pub use consumer::Consumer;
 pub use emit::{Emit, Parallel, Serial};
 pub use error::Error;
+#[cfg(feature = "http")]
+pub use http::HttpSink;
 pub use index::Location;
 #[cfg(feature = "object-store")]
 pub use object::{
@@ -133,7 +137,7 @@ pub use object::{
 pub use pool::Pool;
 pub use reader::Reader;
 pub use report::Report;
-pub use retry::{is_transient, RetryPolicy};
+pub use retry::{is_transient, HttpStatus, RetryPolicy};
 pub use sink::{Sink, WriteSink};
 pub use source::{RangeSource, SeekSource};
 pub use spill::SpillStorage;

@@ -12,9 +12,10 @@ type Transient = Arc<dyn Fn(&io::Error) -> bool + Send + Sync>;
 
 /// How a sink consumer ([`Emit::sink`](crate::Emit::sink)) retries a chunk its sink failed to
 /// take: up to `attempts` tries in all, waiting between them with exponential backoff and
-/// jitter, and only for errors the policy deems transient (by default: interrupted, timed out,
-/// connection refused, reset or aborted, broken pipe, would block). Any other error, or the
-/// last attempt's, fails the consumer.
+/// jitter, and only for errors the policy deems transient (by default [`is_transient`]:
+/// interrupted, timed out, connection refused, reset or aborted, broken pipe, would block, and
+/// an [`HttpStatus`] of 408, 429 or 5xx, after at least its `Retry-After`). Any other error, or
+/// the last attempt's, fails the consumer.
 ///
 /// Clones share one counter of retries, so a clone kept aside reads what the consumer did.
 ///
@@ -109,7 +110,8 @@ impl RetryPolicy {
             match attempt() {
                 Err(error) if tried < self.attempts && (self.transient)(&error) && !stop() => {
                     self.retries.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(jitter(wait));
+                    let asked = HttpStatus::of(&error).and_then(|s| s.retry_after);
+                    std::thread::sleep(jitter(wait).max(asked.unwrap_or_default()));
                     wait = (wait * 2).min(self.max);
                     tried += 1;
                 }
@@ -137,9 +139,55 @@ impl fmt::Debug for RetryPolicy {
     }
 }
 
-/// The default transient errors: those a network or a busy peer gives and a retry can cure.
+/// An HTTP status a sink's request was answered with (inside the `io::Error` the sink
+/// returns). The default policy retries 408, 429 and 5xx, and waits at least `retry_after`
+/// (from the response's `Retry-After`) before the next try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpStatus {
+    /// The status code.
+    pub status: u16,
+    /// The least wait the server asked for.
+    pub retry_after: Option<Duration>,
+    /// What the request was, and the start of the response body.
+    pub message: String,
+}
+
+impl HttpStatus {
+    /// Whether a retry may succeed: request timeout, too many requests, a server error.
+    pub fn is_transient(&self) -> bool {
+        matches!(self.status, 408 | 429 | 500..=599)
+    }
+
+    /// As an `io::Error`: kind `TimedOut` for 408, `Other` otherwise (the status is inside).
+    pub fn into_io(self) -> io::Error {
+        let kind = match self.status {
+            408 => io::ErrorKind::TimedOut,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self)
+    }
+
+    /// The status inside `error`, if it carries one.
+    pub fn of(error: &io::Error) -> Option<&HttpStatus> {
+        error.get_ref().and_then(|e| e.downcast_ref::<HttpStatus>())
+    }
+}
+
+impl fmt::Display for HttpStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP {}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for HttpStatus {}
+
+/// The default transient errors: those a network or a busy peer gives and a retry can cure
+/// (an [`HttpStatus`] inside decides for itself).
 pub fn is_transient(error: &io::Error) -> bool {
     use io::ErrorKind::*;
+    if let Some(status) = HttpStatus::of(error) {
+        return status.is_transient();
+    }
     matches!(
         error.kind(),
         Interrupted

@@ -9,8 +9,9 @@ use crate::retry::RetryPolicy;
 
 /// The receiving end of a sink consumer, started with [`Emit::sink`](crate::Emit::sink).
 ///
-/// The consumer calls [`write_chunk`](Sink::write_chunk) with each chunk in order (retrying it
-/// as its [`RetryPolicy`] says), then [`finish`](Sink::finish) once after the last. If the
+/// The consumer calls [`write_chunk`](Sink::write_chunk) with each chunk in order, then
+/// [`finish`](Sink::finish) after the last, retrying either as its [`RetryPolicy`] says (so a
+/// failed call must leave the sink able to take the same call again). If the
 /// stream fails, a chunk fails for good, `finish` fails, or the consumer is dropped, it calls
 /// [`abort`](Sink::abort) instead (best effort: its own failure is not reported, the cause is).
 ///
@@ -152,7 +153,7 @@ pub(crate) fn callback<S: Sink + 'static>(sink: S, policy: RetryPolicy) -> Callb
             policy.run(|| feeding.sink.write_chunk(chunk.offset(), &chunk))?;
         }
         if chunk.is_last() {
-            feeding.sink.finish()?;
+            policy.run(|| feeding.sink.finish())?;
             feeding.finished = true;
         }
         Ok(())

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 mod faulty;
 mod generator;
+#[cfg(feature = "http")]
+pub mod http_server;
 mod location;
 #[cfg(feature = "object-store")]
 pub mod moto;
