@@ -216,6 +216,10 @@ impl ObjectSink {
     }
 
     fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.part.is_empty() {
+            // A part's room at once: no reallocation (and copy) as it fills.
+            self.part.reserve(self.part_size.max(chunk.len()));
+        }
         self.part.extend_from_slice(chunk);
         self.written += chunk.len() as u64;
         while self.part.len() >= self.part_size {
