@@ -460,17 +460,7 @@ impl ObjectSource {
 
 impl RangeSource for ObjectSource {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let end = offset.saturating_add(buf.len() as u64).min(self.len);
-        if offset >= end {
-            return Ok(0);
-        }
-        let (store, path) = (self.store.clone(), self.path.clone());
-        let bytes = runtime()?
-            .block_on(async move { store.get_range(&path, offset..end).await })
-            .map_err(io_error)?;
-        let n = bytes.len().min(buf.len());
-        buf[..n].copy_from_slice(&bytes[..n]);
-        Ok(n)
+        self.read_vectored_at(offset, &mut [buf])
     }
 
     /// One ranged `GET` for the whole run, scattered into `bufs`.
