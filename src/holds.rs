@@ -16,6 +16,8 @@
 //! thread that would wait on a hold of its own gets an error instead (see
 //! [`Error::WindowFull`](crate::Error::WindowFull)).
 
+use std::task::Waker;
+
 use crate::sync::{current_thread, Condvar, Mutex, ThreadId};
 
 /// The holds of one buffer. Lock order: taken last (after the tiers lock), never held while
@@ -34,6 +36,8 @@ struct Inner {
     waiting: bool,
     /// Bumped, under the lock, by each change made while a writer was waiting.
     generation: u64,
+    /// Async writers waiting for the next bump (see [`Holds::register`]).
+    wakers: Vec<Waker>,
 }
 
 struct Entry {
@@ -62,6 +66,7 @@ impl Holds {
                 free: Vec::new(),
                 waiting: false,
                 generation: 0,
+                wakers: Vec::new(),
             }),
             moved: Condvar::new(),
         }
@@ -70,6 +75,30 @@ impl Holds {
     /// A new hold at `at`, owned by the calling thread; returns its id.
     pub(crate) fn add(&self, at: u64) -> usize {
         self.add_entry(at, false)
+    }
+
+    #[cfg(feature = "tokio")]
+    /// A new hold at `at` for an async cursor: owned by no thread, since its task may move
+    /// between threads and share them with other tasks. Move it with
+    /// [`move_to`](Holds::move_to). (Async reads go piece by piece, so they never wait for their
+    /// own hold: see `poll.rs`.)
+    pub(crate) fn add_cursor(&self, at: u64) -> usize {
+        let entry = Some(Entry {
+            at,
+            thread: None,
+            pinned: false,
+        });
+        self.insert(entry)
+    }
+
+    #[cfg(feature = "tokio")]
+    /// Moves hold `id` to `at`, leaving its owner as it is.
+    pub(crate) fn move_to(&self, id: usize, at: u64) {
+        let mut inner = self.inner.lock();
+        if let Some(Some(entry)) = inner.entries.get_mut(id) {
+            entry.at = at;
+        }
+        self.changed(inner);
     }
 
     /// A new pinned hold (a consumer's) at `at`; see the module docs. The caller holds the
@@ -84,6 +113,10 @@ impl Holds {
             thread: (!pinned).then(current_thread),
             pinned,
         });
+        self.insert(entry)
+    }
+
+    fn insert(&self, entry: Option<Entry>) -> usize {
         let mut inner = self.inner.lock();
         match inner.free.pop() {
             Some(id) => {
@@ -122,9 +155,30 @@ impl Holds {
         if inner.waiting {
             inner.waiting = false;
             inner.generation += 1;
+            let wakers = std::mem::take(&mut inner.wakers);
             drop(inner);
             self.moved.notify_all();
+            for waker in wakers {
+                waker.wake();
+            }
         }
+    }
+
+    #[cfg(feature = "tokio")]
+    /// For an async writer that got [`Blocked`]: leaves `waker` to be woken by the next change
+    /// after `generation`. `false` if one came already: try again instead of waiting.
+    pub(crate) fn register(&self, generation: u64, waker: &Waker) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.generation != generation {
+            return false;
+        }
+        // `check` set `waiting` when it returned `Blocked`; a change since would have bumped.
+        inner.waiting = true;
+        match inner.wakers.iter_mut().find(|w| w.will_wake(waker)) {
+            Some(w) => w.clone_from(waker),
+            None => inner.wakers.push(waker.clone()),
+        }
+        true
     }
 
     /// Whether the bytes `[from, to)` may be dropped: no hold lies in them. Holds before `from`

@@ -159,7 +159,7 @@ fn agent(timeout: Duration) -> Agent {
 }
 
 /// A client error as an `io::Error` whose kind says whether a retry may help.
-fn io_error(error: ureq::Error) -> io::Error {
+pub(crate) fn io_error(error: ureq::Error) -> io::Error {
     match error {
         ureq::Error::Io(e) => e,
         ureq::Error::Timeout(_) => io::Error::new(io::ErrorKind::TimedOut, error),

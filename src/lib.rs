@@ -81,11 +81,19 @@
 
 mod ahead;
 mod append;
+#[cfg(feature = "tokio")]
+mod async_reader;
+#[cfg(feature = "tokio")]
+mod async_writer;
+#[cfg(feature = "tokio")]
+mod blocking;
 mod buffer;
 mod chunk;
 mod config;
 mod consumer;
 mod deliver;
+#[cfg(feature = "tokio")]
+mod drive;
 mod emit;
 mod error;
 mod feed;
@@ -98,6 +106,8 @@ mod inline;
 mod marks;
 #[cfg(feature = "object-store")]
 mod object;
+#[cfg(feature = "tokio")]
+mod poll;
 mod pool;
 mod publish;
 mod pull;
@@ -120,6 +130,8 @@ mod taps;
 mod tiers;
 mod writer;
 
+#[cfg(feature = "tokio")]
+pub use async_reader::AsyncReader;
 pub use buffer::StreamBuffer;
 pub use chunk::Chunk;
 pub use config::Builder;

@@ -1,5 +1,8 @@
 //! The publish/wait protocol: how readers waiting for bytes past the frontier learn that a
-//! producer published, ended, failed or let go of its role.
+//! producer published, ended, failed or let go of its role. Threads sleep on a condition
+//! variable; async tasks leave a [`Waker`] beside it (see [`Publish::register`]).
+
+use std::task::Waker;
 
 use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
 
@@ -13,10 +16,16 @@ use crate::sync::{AtomicU64, Condvar, Mutex, Ordering};
 /// notifying; loom flagged it, since it relied on a single total order of `SeqCst` accesses
 /// that its model does not provide. Taking an uncontended mutex per publish is cheaper than the
 /// publish's own write lock.)
+///
+/// Async waiters follow the same protocol with a [`Waker`] in place of a sleep: they read the
+/// generation, look, then [`register`](Publish::register) under `lock`, which refuses (and the
+/// task looks again) if the generation moved meanwhile. The publisher takes the registered
+/// wakers under `lock` as it bumps, and wakes them after releasing it.
 pub(crate) struct Publish {
     /// Written only under `lock`; read without it (Acquire) to snapshot before a check.
     generation: AtomicU64,
-    lock: Mutex<()>,
+    /// The wakers of tasks waiting for the next bump.
+    lock: Mutex<Vec<Waker>>,
     cond: Condvar,
 }
 
@@ -24,7 +33,7 @@ impl Publish {
     pub(crate) fn new() -> Self {
         Publish {
             generation: AtomicU64::new(0),
-            lock: Mutex::new(()),
+            lock: Mutex::new(Vec::new()),
             cond: Condvar::new(),
         }
     }
@@ -36,11 +45,36 @@ impl Publish {
 
     /// Announces a publish, an end of stream, an error or the release of the writer role.
     pub(crate) fn notify(&self) {
-        {
-            let _lock = self.lock.lock();
+        let wakers = {
+            let mut wakers = self.lock.lock();
             self.generation.fetch_add(1, Ordering::AcqRel);
-        }
+            if wakers.is_empty() {
+                None
+            } else {
+                Some(std::mem::take(&mut *wakers))
+            }
+        };
         self.cond.notify_all();
+        // Woken outside the lock: a waker may run its task's poll on this very thread.
+        for waker in wakers.into_iter().flatten() {
+            waker.wake();
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    /// Leaves `waker` to be woken by the next bump after `seen`, the generation read before the
+    /// caller looked at the index. `false` if it moved already: look again instead of waiting.
+    /// A waker already registered for the same task is replaced, not added twice.
+    pub(crate) fn register(&self, seen: u64, waker: &Waker) -> bool {
+        let mut wakers = self.lock.lock();
+        if self.generation.load(Ordering::Acquire) != seen {
+            return false;
+        }
+        match wakers.iter_mut().find(|w| w.will_wake(waker)) {
+            Some(w) => w.clone_from(waker),
+            None => wakers.push(waker.clone()),
+        }
+        true
     }
 
     /// Sleeps until the generation moves past `seen`.

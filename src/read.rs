@@ -24,12 +24,18 @@ impl Shared {
             Some(done) => done?,
             None => self.read_slow(offset, end, buf, want)?,
         };
+        self.after_read(offset, n);
+        Ok(n)
+    }
+
+    /// After a read of `n` bytes at `offset`: asks for read-ahead past them, if configured.
+    #[inline]
+    pub(crate) fn after_read(&self, offset: u64, n: usize) {
         let ahead = self.config.read_ahead;
         if ahead > 0 && n > 0 {
             let from = offset + n as u64;
             self.request_ahead(from..from.saturating_add(ahead));
         }
-        Ok(n)
     }
 
     /// The fast path: one read lock, one lookup, one copy; `None` if the source must be asked.

@@ -5,6 +5,8 @@ use std::io;
 use std::sync::Weak;
 
 use crate::ahead::Ahead;
+#[cfg(feature = "tokio")]
+use crate::drive::Drive;
 use crate::error::{context, Error};
 use crate::fetch::Ranged;
 use crate::holds::Holds;
@@ -64,6 +66,9 @@ pub(crate) struct Shared {
     pub(crate) spiller: Arc<Spiller>,
     /// Inline consumers, fed by the producer, and the count of all consumers (see `taps.rs`).
     pub(crate) taps: Taps,
+    /// The thread that pulls a forward-only stream for async cursors (see `drive.rs`).
+    #[cfg(feature = "tokio")]
+    pub(crate) drive: Drive,
     /// This very `Shared`, for the background threads to hold weakly.
     pub(crate) me: Weak<Shared>,
 }
@@ -205,6 +210,8 @@ impl Shared {
             writer_waits: AtomicU64::new(0),
             spiller: Arc::new(Spiller::new()),
             taps: Taps::new(),
+            #[cfg(feature = "tokio")]
+            drive: Drive::new(),
             me: me.clone(),
         })
     }

@@ -90,17 +90,7 @@ impl Writer {
     /// then fails with it); the stream's error if it had already failed (a write past a
     /// declared length).
     pub fn finish(mut self) -> io::Result<u64> {
-        if let Fate::Failed(error) = &self.fate {
-            return Err(error.clone().into());
-        }
-        self.fate = Fate::Finished;
-        self.appender.finish(&self.shared);
-        self.settle();
-        let state = self.shared.state.read();
-        match &state.error {
-            Some(error) => Err(error.clone().into()),
-            None => Ok(state.len.unwrap_or(0)),
-        }
+        self.finish_in_place()
     }
 
     /// Ends the stream with `error`: every reader that needs bytes past what was written, now
@@ -146,7 +136,10 @@ impl Writer {
     }
 
     /// Appends as much of `buf` as the budgets allow; see [`Write::write`](io::Write::write).
-    fn append(&mut self, buf: &[u8]) -> io::Result<usize> {
+    /// Appends `buf` (or a prefix of it). A full window makes a thread wait for readers to move
+    /// on; with `wait` false it returns what it appended instead, and `Err(generation)` if that
+    /// is nothing yet (for [`Holds::register`](crate::holds::Holds)).
+    pub(crate) fn append(&mut self, buf: &[u8], wait: bool) -> Result<io::Result<usize>, u64> {
         let shared = &*self.shared;
         let mut written = 0;
         while written < buf.len() {
@@ -163,7 +156,13 @@ impl Writer {
                 }) => {
                     if written == 0 {
                         let needed = self.appender.frontier() + 1;
-                        return Err(Error::WindowFull { needed, held }.into());
+                        return Ok(Err(Error::WindowFull { needed, held }.into()));
+                    }
+                    break;
+                }
+                Err(Blocked { generation, .. }) if !wait => {
+                    if written == 0 {
+                        return Err(generation);
                     }
                     break;
                 }
@@ -177,7 +176,48 @@ impl Writer {
             // A short write still ends a write where it stopped.
             self.appender.commit(&self.shared, 0, true);
         }
-        Ok(written)
+        Ok(Ok(written))
+    }
+
+    /// `io::Write::write` with `wait` as for [`append`](Writer::append).
+    pub(crate) fn write_some(&mut self, buf: &[u8], wait: bool) -> Result<io::Result<usize>, u64> {
+        if let Some(error) = self.failure() {
+            return Ok(Err(error));
+        }
+        if let Fate::Finished = self.fate {
+            return Ok(Err(crate::error::invalid_input(
+                "write to a push Writer after its stream was finished",
+            )));
+        }
+        let written = self.append(buf, wait);
+        self.settle();
+        Ok(match written? {
+            Ok(0) if !buf.is_empty() => self.failure().map_or(Ok(0), Err),
+            other => other,
+        })
+    }
+
+    /// [`finish`](Writer::finish) in place (for `AsyncWrite::poll_shutdown`): the length, or
+    /// the stream's error. Finishing again returns the same.
+    pub(crate) fn finish_in_place(&mut self) -> io::Result<u64> {
+        if let Fate::Failed(error) = &self.fate {
+            return Err(error.clone().into());
+        }
+        if let Fate::Open = self.fate {
+            self.fate = Fate::Finished;
+            self.appender.finish(&self.shared);
+            self.settle();
+        }
+        let state = self.shared.state.read();
+        match &state.error {
+            Some(error) => Err(error.clone().into()),
+            None => Ok(state.len.unwrap_or(0)),
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 }
 
@@ -187,14 +227,10 @@ impl io::Write for Writer {
     /// thread still needs, or `buf` runs past a declared length (then a short count, or an
     /// error if nothing was taken).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Some(error) = self.failure() {
-            return Err(error);
-        }
-        let written = self.append(buf);
-        self.settle();
-        match written {
-            Ok(0) if !buf.is_empty() => self.failure().map_or(Ok(0), Err),
-            other => other,
+        match self.write_some(buf, true) {
+            Ok(written) => written,
+            // Unreachable: a waiting write never gives up for a full window.
+            Err(_) => Ok(0),
         }
     }
 

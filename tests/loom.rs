@@ -264,3 +264,123 @@ fn an_inline_consumer_started_mid_stream_gets_every_byte_once() {
         assert_eq!(got.1, data[first as usize..]);
     });
 }
+
+/// Async cursors (feature `tokio`): a task's waker is registered beside the condition
+/// variable, and a publish between the task's look and its registration is never missed.
+#[cfg(feature = "tokio")]
+mod wakers {
+    use super::*;
+    use loom::sync::Notify;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    /// A waker that a blocked "task" thread waits on (loom's `Notify` keeps a wake that came
+    /// before the wait, as a real executor would).
+    struct Wakeup(Notify);
+
+    impl Wake for Wakeup {
+        fn wake(self: Arc<Self>) {
+            self.0.notify();
+        }
+    }
+
+    /// Polls `f` until it is ready, sleeping on the waker in between: a one-task executor.
+    fn run<T>(mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> T {
+        let wakeup = Arc::new(Wakeup(Notify::new()));
+        let waker = Waker::from(wakeup.clone());
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Poll::Ready(out) = f(&mut cx) {
+                return out;
+            }
+            wakeup.0.wait();
+        }
+    }
+
+    fn read_all(cursor: &mut sparsebuf::AsyncReader) -> Vec<u8> {
+        let mut got = Vec::new();
+        loop {
+            let mut dst = [0u8; 200];
+            let n = run(|cx| {
+                let mut buf = ReadBuf::new(&mut dst);
+                Pin::new(&mut *cursor)
+                    .poll_read(cx, &mut buf)
+                    .map(|r| r.map(|()| buf.filled().len()))
+            })
+            .unwrap();
+            if n == 0 {
+                return got;
+            }
+            got.extend_from_slice(&dst[..n]);
+        }
+    }
+
+    #[test]
+    fn a_task_waiting_on_a_push_stream_is_woken_by_each_write() {
+        loom::model(|| {
+            let data = source();
+            let (mut writer, buf) = StreamBuffer::builder()
+                .segment_size(SEGMENT)
+                .build_push()
+                .unwrap();
+            let d = data.clone();
+            let producer = thread::spawn(move || {
+                use std::io::Write;
+                writer.write_all(&d[..300]).unwrap();
+                writer.write_all(&d[300..]).unwrap();
+                writer.finish().unwrap();
+            });
+            let mut cursor = buf.async_reader();
+            assert_eq!(read_all(&mut cursor), data);
+            producer.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_task_on_a_pulled_stream_is_served_by_the_pulling_thread() {
+        loom::model(|| {
+            let data = source();
+            let buf = buffer(&data);
+            let (b, d) = (buf.clone(), data.clone());
+            // A thread reading too: it may take the writer role from the pulling thread.
+            let reader = thread::spawn(move || {
+                let mut dst = [0u8; 15];
+                b.read_exact_at(SEGMENT as u64 * 2 - 10, &mut dst).unwrap();
+                assert_eq!(dst[..], d[SEGMENT * 2 - 10..][..15]);
+            });
+            let mut cursor = buf.async_reader();
+            assert_eq!(read_all(&mut cursor), data);
+            reader.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn an_async_writer_held_back_by_a_cursor_is_woken_when_it_moves() {
+        loom::model(|| {
+            let data = source();
+            // One segment of RAM, none on disk, a window wider than the stream: the writer
+            // cannot start the third segment before the cursor leaves the first.
+            let (mut writer, buf) = StreamBuffer::builder()
+                .segment_size(SEGMENT)
+                .memory_budget(SEGMENT)
+                .disk_budget(0)
+                .window(1 << 20)
+                .build_push()
+                .unwrap();
+            let mut cursor = buf.reader();
+            let d = data.clone();
+            let producer = thread::spawn(move || {
+                let mut at = 0;
+                while at < d.len() {
+                    let n = run(|cx| Pin::new(&mut writer).poll_write(cx, &d[at..])).unwrap();
+                    at += n;
+                }
+                run(|cx| Pin::new(&mut writer).poll_shutdown(cx)).unwrap();
+            });
+            read_to_the_end(&mut cursor, &data);
+            producer.join().unwrap();
+        });
+    }
+}

@@ -1,0 +1,71 @@
+//! The read path for async cursors: a read that never blocks. It copies what is filled, and
+//! otherwise arranges for the bytes to come (a pull on a background thread, see `drive.rs`) and
+//! leaves the task's waker beside the condition variable that threads sleep on (see
+//! `publish.rs`), or says that the read needs a blocking thread (a range source's fetch).
+//!
+//! The protocol is the threads' one: read the publish generation, look at the index, then
+//! register the waker only if the generation has not moved since; so a publish between the look
+//! and the registration is never missed.
+
+use std::io;
+use std::task::Waker;
+
+use crate::error::{range_end, Error};
+use crate::shared::{Filler, Shared, Want};
+
+/// The outcome of [`Shared::poll_some`].
+pub(crate) enum Polled {
+    /// Done: bytes copied (0 at the end of the stream), or an error.
+    Ready(io::Result<usize>),
+    /// The waker will be woken by the next publish; poll again then.
+    Pending,
+    /// The bytes must be fetched by a blocking read (a range source): run
+    /// `read_inner(offset, buf, Want::Some)` off the task, on a thread that may block.
+    Blocking,
+}
+
+impl Shared {
+    /// A cursor's read (`Want::Some`: at least one byte, or the end) that never blocks.
+    pub(crate) fn poll_some(&self, offset: u64, buf: &mut [u8], waker: &Waker) -> Polled {
+        let end = match range_end(offset, buf.len()) {
+            Ok(end) => end,
+            Err(error) => return Polled::Ready(Err(error)),
+        };
+        loop {
+            let seen = self.publish.generation();
+            if let Some(done) = self.read_filled(offset, end, buf, Want::Some) {
+                if let Ok(n) = done {
+                    self.after_read(offset, n);
+                }
+                return Polled::Ready(done);
+            }
+            {
+                let state = self.state.read();
+                if let Some(error) = &state.error {
+                    return Polled::Ready(Err(error.clone().into()));
+                }
+                if offset < state.window_start {
+                    let window_start = state.window_start;
+                    let error = Error::BehindWindow {
+                        offset,
+                        window_start,
+                    };
+                    return Polled::Ready(Err(error.into()));
+                }
+            }
+            match &self.filler {
+                Filler::Ranged(_) => return Polled::Blocking,
+                Filler::Pull(_) => {
+                    if let Err(error) = self.pull_in_background(offset + 1) {
+                        return Polled::Ready(Err(error));
+                    }
+                }
+                // Its `Writer` will publish.
+                Filler::Push => {}
+            }
+            if self.publish.register(seen, waker) {
+                return Polled::Pending;
+            }
+        }
+    }
+}
