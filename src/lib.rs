@@ -100,7 +100,7 @@ mod feed;
 mod fetch;
 mod holds;
 #[cfg(feature = "http")]
-mod http;
+mod http_sink;
 mod index;
 mod inline;
 mod marks;
@@ -111,11 +111,15 @@ mod poll;
 mod pool;
 mod publish;
 mod pull;
+#[cfg(feature = "http")]
+mod ranges;
 mod read;
 mod reader;
 mod report;
 mod retry;
 mod segment;
+#[cfg(feature = "http")]
+mod serve;
 mod settings;
 mod sharded;
 mod shared;
@@ -139,7 +143,7 @@ pub use consumer::Consumer;
 pub use emit::{Emit, Parallel, Serial};
 pub use error::Error;
 #[cfg(feature = "http")]
-pub use http::HttpSink;
+pub use http_sink::HttpSink;
 pub use index::Location;
 #[cfg(feature = "object-store")]
 pub use object::{
@@ -150,6 +154,8 @@ pub use pool::Pool;
 pub use reader::Reader;
 pub use report::Report;
 pub use retry::{is_transient, HttpStatus, RetryPolicy};
+#[cfg(feature = "http")]
+pub use serve::{Running, Served, Server};
 pub use sink::{Sink, WriteSink};
 pub use source::{RangeSource, SeekSource};
 pub use spill::SpillStorage;

@@ -7,6 +7,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+#[cfg(feature = "http")]
+pub mod curl;
 mod faulty;
 mod generator;
 #[cfg(feature = "http")]
