@@ -246,6 +246,12 @@ impl Builder {
         self
     }
 
+    /// The length declared with [`len`](Builder::len), if any.
+    #[cfg(feature = "http")]
+    pub(crate) fn declared_len(&self) -> Option<u64> {
+        self.len
+    }
+
     /// Builds a buffer that pulls from `reader`.
     ///
     /// # Errors

@@ -132,6 +132,8 @@ mod stats;
 mod sync;
 mod taps;
 mod tiers;
+#[cfg(feature = "http")]
+mod url;
 mod writer;
 
 #[cfg(feature = "tokio")]
