@@ -8,6 +8,8 @@ use std::thread;
 use std::time::Duration;
 
 #[cfg(feature = "http")]
+pub mod command;
+#[cfg(feature = "http")]
 pub mod curl;
 mod faulty;
 mod generator;
