@@ -329,4 +329,30 @@ mod tests {
         mover.join().unwrap();
         assert!(holds.check(0, 64).is_ok());
     }
+
+    #[test]
+    #[cfg(feature = "tokio")]
+    fn an_async_writer_registered_when_blocked_is_woken_by_the_next_move() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        let holds = Holds::new();
+        let cursor = holds.add_cursor(10);
+        let blocked = holds.check(0, 64).unwrap_err();
+        // An async cursor's hold is no thread's own.
+        assert_eq!(blocked.own, None);
+        assert!(holds.register(blocked.generation, &waker));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        holds.move_to(cursor, 64);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        // A generation that moved already: refused, the writer tries again.
+        assert!(!holds.register(blocked.generation, &waker));
+        assert!(holds.check(0, 64).is_ok());
+    }
 }

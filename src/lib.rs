@@ -75,6 +75,14 @@
 //!   `pread` where a map cannot be made: the address space follows the spilled bytes.
 //! - `/tmp` is RAM-backed `tmpfs` on many systems: set [`Builder::spill_dir`] to a disk-backed
 //!   directory if spilling is meant to save RAM.
+//!
+//! # Cargo features (all off by default)
+//!
+//! - `tokio`: `AsyncReader` (`StreamBuffer::async_reader`), `StreamBuffer::read_at_async`,
+//!   and tokio's `AsyncWrite` for `Writer`. No task blocks its runtime thread.
+//! - `http`: `HttpSink`; `Server`, an HTTP Range server on hyper; `Builder::build_url` for
+//!   URL sources; the `sparsebuf serve` command. Implies `tokio`.
+//! - `object-store`: `ObjectSink`, `upload` and `ObjectSource` through `object_store`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

@@ -102,6 +102,41 @@ mod tests {
         assert_eq!(p.generation(), seen + 1);
     }
 
+    /// A waker that counts its wakes.
+    #[cfg(feature = "tokio")]
+    fn counting() -> (std::task::Waker, Arc<std::sync::atomic::AtomicUsize>) {
+        struct Count(Arc<std::sync::atomic::AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        (Arc::new(Count(count.clone())).into(), count)
+    }
+
+    #[test]
+    #[cfg(feature = "tokio")]
+    fn a_registered_waker_is_woken_once_by_the_next_notify() {
+        let p = Publish::new();
+        let (waker, wakes) = counting();
+        let seen = p.generation();
+        assert!(p.register(seen, &waker));
+        // The same task again: replaced, not added (as far as `Waker::will_wake` can tell; under
+        // miri it cannot, and the task is woken twice, which is harmless).
+        assert!(p.register(seen, &waker));
+        p.notify();
+        let woken = wakes.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(woken >= 1);
+        #[cfg(not(miri))]
+        assert_eq!(woken, 1);
+        // Taken by that notify: the next one wakes nobody.
+        p.notify();
+        assert_eq!(wakes.load(std::sync::atomic::Ordering::SeqCst), woken);
+        // A generation that moved since the look: refused, look again.
+        assert!(!p.register(seen, &waker));
+    }
+
     #[test]
     fn notify_wakes_every_waiter() {
         let p = Arc::new(Publish::new());
