@@ -1,12 +1,12 @@
 //! [`HttpSink`] (feature `http`): a consumer's chunks sent to a web server, one request each.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
 use std::time::Duration;
 
 use ureq::Agent;
 
-use crate::retry::HttpStatus;
+use crate::http_errors::{io_error, status_error};
 use crate::sink::Sink;
 
 /// A [`Sink`] that sends each chunk to a URL in a request of its own (`POST` or `PUT`), with
@@ -121,31 +121,17 @@ impl HttpSink {
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
-        let mut response = request.send(body).map_err(io_error)?;
+        let response = request.send(body).map_err(io_error)?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             self.requests += 1;
             return Ok(());
         }
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let mut text = String::new();
-        let _ = response
-            .body_mut()
-            .as_reader()
-            .take(200)
-            .read_to_string(&mut text);
         let method = if self.put { "PUT" } else { "POST" };
-        Err(HttpStatus {
-            status,
-            retry_after,
-            message: format!("{method} {} ({range}): {}", self.url, text.trim()),
-        }
-        .into_io())
+        Err(status_error(
+            response,
+            &format!("{method} {} ({range})", self.url),
+        ))
     }
 }
 
@@ -156,16 +142,6 @@ fn agent(timeout: Duration) -> Agent {
         .timeout_global(Some(timeout))
         .build();
     Agent::new_with_config(config)
-}
-
-/// A client error as an `io::Error` whose kind says whether a retry may help.
-pub(crate) fn io_error(error: ureq::Error) -> io::Error {
-    match error {
-        ureq::Error::Io(e) => e,
-        ureq::Error::Timeout(_) => io::Error::new(io::ErrorKind::TimedOut, error),
-        ureq::Error::ConnectionFailed => io::Error::new(io::ErrorKind::ConnectionRefused, error),
-        other => io::Error::other(other),
-    }
 }
 
 impl Sink for HttpSink {

@@ -108,6 +108,8 @@ mod feed;
 mod fetch;
 mod holds;
 #[cfg(feature = "http")]
+mod http_errors;
+#[cfg(feature = "http")]
 mod http_sink;
 mod index;
 mod inline;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use ureq::http::Response;
 use ureq::{Agent, Body};
 
-use crate::http_sink::io_error;
-use crate::retry::{HttpStatus, RetryPolicy};
+use crate::http_errors::{io_error, status_error};
+use crate::retry::RetryPolicy;
 use crate::source::RangeSource;
 use crate::{Builder, StreamBuffer};
 
@@ -148,7 +148,7 @@ impl UrlSource {
                     etag: None,
                 })
             }
-            _ => Err(status_error(response, "GET", &self.url)),
+            _ => Err(status_error(response, &format!("GET {}", self.url))),
         }
     }
 
@@ -180,7 +180,7 @@ impl UrlSource {
                  stopped honouring Range)",
                 self.url
             ))),
-            _ => Err(status_error(response, "GET", &self.url)),
+            _ => Err(status_error(response, &format!("GET {}", self.url))),
         }
     }
 }
@@ -245,24 +245,4 @@ fn content_range(response: &Response<Body>) -> io::Result<(u64, Option<u64>)> {
         }
     };
     Ok((start, total))
-}
-
-/// An unexpected status, with the start of the body, as an error that says if it is transient.
-fn status_error(mut response: Response<Body>, method: &str, url: &str) -> io::Error {
-    let status = response.status().as_u16();
-    let retry_after = header(&response, "retry-after")
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let mut text = String::new();
-    let _ = response
-        .body_mut()
-        .as_reader()
-        .take(200)
-        .read_to_string(&mut text);
-    HttpStatus {
-        status,
-        retry_after,
-        message: format!("{method} {url}: {}", text.trim()),
-    }
-    .into_io()
 }
