@@ -301,6 +301,13 @@ impl StreamBuffer {
         AsyncReader::new(self.clone(), 0)
     }
 
+    /// For loom models only: joins the threads that pulled for async cursors.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn join_pulling_threads(&self) {
+        self.shared().join_pulling();
+    }
+
     /// An async cursor at `offset` (feature `tokio`).
     pub fn async_reader_at(&self, offset: u64) -> AsyncReader {
         AsyncReader::new(self.clone(), offset)

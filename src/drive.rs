@@ -15,6 +15,10 @@ use crate::sync::{AtomicBool, AtomicU64, Ordering};
 pub(crate) struct Drive {
     need: AtomicU64,
     running: AtomicBool,
+    /// In a loom model, the threads started, for the model to join before it ends (loom does
+    /// not let a thread outlive the model's main thread).
+    #[cfg(loom)]
+    started: crate::sync::Mutex<Vec<crate::sync::JoinHandle<()>>>,
 }
 
 impl Drive {
@@ -22,6 +26,8 @@ impl Drive {
         Drive {
             need: AtomicU64::new(0),
             running: AtomicBool::new(false),
+            #[cfg(loom)]
+            started: crate::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -39,11 +45,24 @@ impl Shared {
             drive.running.store(false, Ordering::SeqCst);
             return Ok(());
         };
+        #[cfg(not(loom))]
         let started = crate::sync::spawn("sparsebuf-pull", move || me.drive());
+        #[cfg(loom)]
+        let started = crate::sync::spawn_joinable("sparsebuf-pull", move || me.drive())
+            .map(|handle| self.drive.started.lock().push(handle));
         if started.is_err() {
             drive.running.store(false, Ordering::SeqCst);
         }
         started
+    }
+
+    /// Joins the pulling threads started so far (a loom model's last step).
+    #[cfg(loom)]
+    pub(crate) fn join_pulling(&self) {
+        let started = std::mem::take(&mut *self.drive.started.lock());
+        for handle in started {
+            let _ = handle.join();
+        }
     }
 
     /// The thread: pulls to the latest `need` until no task asks for more.
@@ -51,8 +70,11 @@ impl Shared {
         let drive = &self.drive;
         loop {
             let need = drive.need.load(Ordering::SeqCst);
+            // A task's read may reach past a known end: pull to the end, not past it (the last
+            // byte asked for would be past the end, and waiting for it would return at once).
+            let end = self.clip(need);
             // Errors are recorded in the state (or, behind a window, met by the asking task).
-            let _ = self.wait_filled(need.saturating_sub(1), need, Want::All);
+            let _ = self.wait_filled(end.saturating_sub(1), end, Want::All);
             drive.running.store(false, Ordering::SeqCst);
             // A task that raised `need` after the load above may have seen `running` still set
             // and left the work to this thread: take it back, unless another thread did.

@@ -397,6 +397,31 @@ fn seeking_from_the_end_of_an_unknown_length_waits_for_the_end_off_the_task() {
 }
 
 #[test]
+fn a_read_reaching_past_a_declared_end_is_pulled_to_the_end() {
+    // A read near the end asks for more than is left: the pulling thread must stop at the end
+    // rather than wait for bytes past it (it once waited for nothing, and the task hung).
+    let model = data(1_000_000, 10);
+    let source = Scripted::new(model.clone(), 50_000).delay(Duration::from_millis(1));
+    let buffer = StreamBuffer::builder()
+        .len(model.len() as u64)
+        .build(source)
+        .unwrap();
+    current_thread().block_on(async {
+        let mut tail = vec![0u8; 200_000];
+        let at = model.len() as u64 - 1000;
+        let n = timeout(LIMIT, buffer.read_at_async(at, &mut tail))
+            .await
+            .expect("no hang")
+            .unwrap();
+        assert_eq!(tail[..n], model[at as usize..]);
+        let mut cursor = buffer.async_reader_at(at - 10);
+        let mut rest = Vec::new();
+        cursor.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, model[at as usize - 10..]);
+    });
+}
+
+#[test]
 fn read_at_async_at_odd_offsets_matches_read_at() {
     let model = data(200_000, 8);
     let buffer = StreamBuffer::new(Cursor::new(model.clone()));
