@@ -18,7 +18,7 @@ use crate::sink::Sink;
 /// Failures: a connection error, a timeout, 408, 429 and 5xx are transient (the consumer's
 /// [`RetryPolicy`](crate::RetryPolicy) retries them, after at least the `Retry-After` the server
 /// asked for); any other 4xx fails the consumer at once, with the status and the start of the
-/// response body in an [`HttpStatus`] inside the error. Redirects are not followed: a piece must
+/// response body in an [`HttpStatus`](crate::HttpStatus) inside the error. Redirects are not followed: a piece must
 /// land where it was sent.
 ///
 /// # Examples

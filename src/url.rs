@@ -34,7 +34,7 @@ impl Builder {
     ///
     /// Connection failures, timeouts, `408`, `429` and `5xx` are retried with exponential
     /// backoff (5 attempts from 100 ms; see [`RetryPolicy`]), for the probe and for each range
-    /// fetch; then the read (or this call) fails with the cause, an [`HttpStatus`] inside for
+    /// fetch; then the read (or this call) fails with the cause, an [`HttpStatus`](crate::HttpStatus) inside for
     /// an HTTP error. Any other status fails at once. Timeouts: 10 s to connect, 30 s for a
     /// response to start, 30 s of silence within a body. Redirects are followed (up to 5).
     /// A length declared with [`len`](Builder::len) wins over the server's.
