@@ -31,16 +31,17 @@ const LEN: u64 = 64 << 20;
 const RANGE: u64 = 64 * 1024;
 const CLIENTS: usize = 32;
 
+/// One xorshift64 step: the pseudo-random bytes and offsets of this bench.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
 fn data() -> Vec<u8> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    (0..LEN)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    (0..LEN).map(|_| next(&mut x) as u8).collect()
 }
 
 /// One keep-alive client's loop: `requests` random ranges; time to first byte of each.
@@ -52,10 +53,7 @@ fn client(addr: SocketAddr, seed: u64, requests: usize, model: &[u8]) -> Vec<Dur
     let mut ttfb = Vec::with_capacity(requests);
     let mut body = vec![0u8; RANGE as usize];
     for _ in 0..requests {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let start = x % (LEN - RANGE);
+        let start = next(&mut x) % (LEN - RANGE);
         let request = format!(
             "GET / HTTP/1.1\r\nHost: b\r\nRange: bytes={start}-{}\r\n\r\n",
             start + RANGE - 1
@@ -173,18 +171,17 @@ fn filled(model: &[u8], memory_budget: usize, dir: &std::path::Path) -> StreamBu
     buffer
 }
 
-/// GiB/s of `read` over `reads` random offsets of `size` bytes.
-fn read_rate(reads: usize, size: usize, mut read: impl FnMut(u64, &mut [u8])) -> f64 {
-    let mut buf = vec![0u8; size];
+/// `reads` random offsets for reads of `size` bytes (the same for the sync and async loops).
+fn offsets(reads: usize, size: usize) -> Vec<u64> {
     let mut x = 0x1234_5678_9ABC_DEF1u64;
-    let started = Instant::now();
-    for _ in 0..reads {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        read(x % (LEN - size as u64), &mut buf);
-    }
-    (reads * size) as f64 / started.elapsed().as_secs_f64() / (1u64 << 30) as f64
+    (0..reads)
+        .map(|_| next(&mut x) % (LEN - size as u64))
+        .collect()
+}
+
+/// GiB/s of reads of `size` bytes that took `elapsed`.
+fn rate(reads: usize, size: usize, elapsed: Duration) -> f64 {
+    (reads * size) as f64 / elapsed.as_secs_f64() / (1u64 << 30) as f64
 }
 
 fn main() {
@@ -243,25 +240,22 @@ fn main() {
     for (size, reads) in [(64 * 1024, 20_000), (4096, 400_000)] {
         let reads = if quick { reads / 10 } else { reads };
         let (mut sync, mut asynch) = (0f64, 0f64);
+        let at = offsets(reads, size);
+        let mut buf = vec![0u8; size];
         for _ in 0..rounds.max(2) {
-            sync = sync.max(read_rate(reads, size, |at, buf| {
-                in_ram.read_at(at, buf).unwrap();
-            }));
-            asynch = asynch.max(runtime.block_on(async {
-                let mut buf = vec![0u8; size];
-                let mut x = 0x1234_5678_9ABC_DEF1u64;
+            let started = Instant::now();
+            for &offset in &at {
+                in_ram.read_at(offset, &mut buf).unwrap();
+            }
+            sync = sync.max(rate(reads, size, started.elapsed()));
+            let elapsed = runtime.block_on(async {
                 let started = Instant::now();
-                for _ in 0..reads {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    in_ram
-                        .read_at_async(x % (LEN - size as u64), &mut buf)
-                        .await
-                        .unwrap();
+                for &offset in &at {
+                    in_ram.read_at_async(offset, &mut buf).await.unwrap();
                 }
-                (reads * size) as f64 / started.elapsed().as_secs_f64() / (1u64 << 30) as f64
-            }));
+                started.elapsed()
+            });
+            asynch = asynch.max(rate(reads, size, elapsed));
         }
         println!(
             "| {} KiB | {sync:.2} | {asynch:.2} | {:.2} |",

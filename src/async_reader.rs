@@ -13,6 +13,7 @@ use crate::blocking::Blocking;
 use crate::buffer::StreamBuffer;
 use crate::error::{invalid_input, range_end};
 use crate::poll::Polled;
+use crate::reader::in_chunk;
 use crate::shared::Want;
 
 /// The most a cursor asks the buffer for at once (its chunk for `AsyncBufRead`).
@@ -161,11 +162,11 @@ impl AsyncReader {
 
     /// Moves to `target`, keeping the chunk if the target is in it.
     fn move_to(&mut self, target: u64) {
-        let chunk_start = self.pos - self.start as u64;
+        let kept = in_chunk(self.pos, self.start, self.end, target);
         self.pos = target;
-        match target.checked_sub(chunk_start) {
-            Some(at) if at <= self.end as u64 => self.start = at as usize,
-            _ => {
+        match kept {
+            Some(at) => self.start = at,
+            None => {
                 (self.start, self.end) = (0, 0);
                 self.update_hold();
             }

@@ -169,12 +169,12 @@ impl Seek for Reader {
             ))
         })?;
         // Keep the buffered bytes if the target is among them.
-        let chunk_start = self.pos - self.start as u64;
+        let kept = in_chunk(self.pos, self.start, self.end, target);
         self.pos = target;
-        match target.checked_sub(chunk_start) {
+        match kept {
             // The next byte needed from the buffer is still the chunk's end: the hold stays.
-            Some(at) if at <= self.end as u64 => self.start = at as usize,
-            _ => {
+            Some(at) => self.start = at,
+            None => {
                 (self.start, self.end) = (0, 0);
                 self.update_hold();
             }
@@ -184,6 +184,16 @@ impl Seek for Reader {
 
     fn stream_position(&mut self) -> io::Result<u64> {
         Ok(self.pos)
+    }
+}
+
+/// Where `target` falls in a cursor's chunk `[start, end)`, whose `start` is at `pos`: the
+/// index to continue from, or `None` if it falls outside (the chunk's end counts as inside).
+pub(crate) fn in_chunk(pos: u64, start: usize, end: usize, target: u64) -> Option<usize> {
+    let chunk_start = pos - start as u64;
+    match target.checked_sub(chunk_start) {
+        Some(at) if at <= end as u64 => Some(at as usize),
+        _ => None,
     }
 }
 
