@@ -260,18 +260,18 @@ impl AsyncSeek for AsyncReader {
 
     fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
         let this = self.get_mut();
-        let target = match &mut this.seek {
+        let target = match this.seek.take() {
             None => return Poll::Ready(Ok(this.pos)),
-            Some(Seeking::Done(_)) => match this.seek.take() {
-                Some(Seeking::Done(target)) => target,
-                _ => unreachable!("matched just above"),
+            Some(Seeking::Done(target)) => target,
+            Some(Seeking::FromEnd(mut end, delta)) => match end.poll(cx) {
+                Poll::Pending => {
+                    this.seek = Some(Seeking::FromEnd(end, delta));
+                    return Poll::Pending;
+                }
+                Poll::Ready(len) => {
+                    len.and_then(|len| this.seek_target(len, delta, SeekFrom::End(delta)))
+                }
             },
-            Some(Seeking::FromEnd(end, delta)) => {
-                let delta = *delta;
-                let len = ready!(end.poll(cx));
-                this.seek = None;
-                len.and_then(|len| this.seek_target(len, delta, SeekFrom::End(delta)))
-            }
         };
         let target = target?;
         this.move_to(target);

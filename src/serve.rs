@@ -415,18 +415,17 @@ fn set(response: &mut Response<ServeBody>, name: header::HeaderName, value: Stri
     }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<ServeBody> {
+/// A short text answer (an error, or why there is no body).
+fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<ServeBody> {
+    let text = text.into();
+    let length = text.len().to_string();
     let mut response = Response::new(ServeBody::text(text));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    set(
-        &mut response,
-        header::CONTENT_LENGTH,
-        text.len().to_string(),
-    );
+    set(&mut response, header::CONTENT_LENGTH, length);
     response
 }
 
@@ -437,12 +436,7 @@ fn failed(error: &io::Error) -> Response<ServeBody> {
         io::ErrorKind::TimedOut => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::BAD_GATEWAY,
     };
-    let text = format!("the stream failed: {error}\n");
-    let length = text.len().to_string();
-    let mut response = Response::new(ServeBody::owned_text(text));
-    *response.status_mut() = status;
-    set(&mut response, header::CONTENT_LENGTH, length);
-    response
+    plain(status, format!("the stream failed: {error}\n"))
 }
 
 /// A [`Server`] running on a thread of its own, from [`Server::start`]. Dropping it stops the
@@ -558,15 +552,7 @@ impl ServeBody {
         ServeBody::new(server, Vec::new())
     }
 
-    fn text(text: &'static str) -> ServeBody {
-        ServeBody::owned_bytes(Bytes::from_static(text.as_bytes()))
-    }
-
-    fn owned_text(text: String) -> ServeBody {
-        ServeBody::owned_bytes(Bytes::from(text))
-    }
-
-    fn owned_bytes(bytes: Bytes) -> ServeBody {
+    fn text(bytes: Bytes) -> ServeBody {
         ServeBody {
             parts: std::iter::once(Part::Text(bytes)).collect(),
             cursor: None,
