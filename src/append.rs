@@ -245,8 +245,10 @@ impl Appender {
         let _ = tiers.enforce_budget(shared, false, unbounded);
     }
 
-    /// The stream failed: record the sticky error. Published bytes stay readable.
+    /// The stream failed: record the sticky error (and log it, once). Published bytes stay
+    /// readable.
     pub(crate) fn fail(&mut self, shared: &Shared, err: Error) {
+        shared.log_source_failure(&err);
         let pending = self.pending.take();
         let unused_buffer = {
             let mut state = shared.state.write();

@@ -22,6 +22,7 @@ use crate::source::{ChunkSource, Fill, ReadSource};
 use crate::spill::{check_file_size, Spill, SpillStorage};
 use crate::stats::Stats;
 use crate::sync::{Arc, Mutex, Ordering};
+use crate::validators::Validators;
 
 /// A shared, seekable, random-access buffer over a forward-only byte stream.
 ///
@@ -456,6 +457,13 @@ impl StreamBuffer {
     /// The stream's length, if known: declared with [`Builder::len`], or reached.
     pub fn len(&self) -> Option<u64> {
         self.shared.state.read().len
+    }
+
+    /// What identifies the version of the resource this buffer holds, if its source said: a
+    /// [`RangeSource`](crate::RangeSource)'s [`validators`](crate::RangeSource::validators) (a
+    /// file's length, modification time and inode), or a URL's `ETag` and `Last-Modified`.
+    pub fn validators(&self) -> &Validators {
+        &self.shared.validators
     }
 
     /// Whether the stream is known to be empty (`None` while its length is unknown).

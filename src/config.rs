@@ -17,6 +17,7 @@ use crate::shared::Filler;
 use crate::source::{ChunkSource, Fill, RangeSource, ReadSource};
 use crate::spill::SpillStorage;
 use crate::sync::Mutex;
+use crate::validators::Validators;
 use crate::writer::Writer;
 
 /// Configures and builds a [`StreamBuffer`]; made by [`StreamBuffer::builder`].
@@ -53,6 +54,7 @@ pub struct Builder {
     window: Option<u64>,
     max_fetches: usize,
     storage: Option<std::sync::Arc<dyn SpillStorage>>,
+    validators: Validators,
 }
 
 impl Default for Builder {
@@ -67,6 +69,7 @@ impl Default for Builder {
             window: None,
             max_fetches: DEFAULT_MAX_FETCHES,
             storage: None,
+            validators: Validators::default(),
         }
     }
 }
@@ -246,6 +249,14 @@ impl Builder {
         self
     }
 
+    /// What identifies the resource a stream carries (a URL's `ETag` and `Last-Modified`), for
+    /// [`StreamBuffer::validators`]. A range source reports its own.
+    #[cfg(feature = "http")]
+    pub(crate) fn with_validators(mut self, validators: Validators) -> Self {
+        self.validators = validators;
+        self
+    }
+
     /// The length declared with [`len`](Builder::len), if any.
     #[cfg(feature = "http")]
     pub(crate) fn declared_len(&self) -> Option<u64> {
@@ -349,6 +360,7 @@ impl Builder {
             disk_budget: self.disk_budget,
             read_ahead: self.read_ahead,
             window: self.window,
+            validators: self.validators,
         }
     }
 

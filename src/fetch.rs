@@ -193,6 +193,13 @@ pub(crate) fn fetch(
     }
     shared.state.write().fetches_in_flight -= 1;
     shared.publish.notify();
+    if let Some(error) = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.get_ref()?.downcast_ref::<Error>())
+    {
+        shared.log_source_failure(error);
+    }
     result.map(|()| first)
 }
 

@@ -144,6 +144,7 @@ mod taps;
 mod tiers;
 #[cfg(feature = "http")]
 mod url;
+mod validators;
 mod writer;
 
 #[cfg(feature = "tokio")]
@@ -172,6 +173,7 @@ pub use sink::{Sink, WriteSink};
 pub use source::{RangeSource, SeekSource};
 pub use spill::SpillStorage;
 pub use stats::Stats;
+pub use validators::Validators;
 pub use writer::Writer;
 
 /// The README's examples, compiled and run as doctests.

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::validators::Validators;
+
 /// Default segment size: 64 KiB.
 pub(crate) const DEFAULT_SEGMENT_SIZE: usize = 64 * 1024;
 /// Default memory budget: 5 MiB.
@@ -24,4 +26,7 @@ pub(crate) struct Config {
     pub(crate) disk_budget: u64,
     pub(crate) read_ahead: u64,
     pub(crate) window: Option<u64>,
+    /// What identifies the resource, for a buffer that is not over a range source (which
+    /// reports its own).
+    pub(crate) validators: Validators,
 }

@@ -21,6 +21,7 @@ use crate::spiller::Spiller;
 use crate::sync::{Arc, AtomicU64, IndexLock, Mutex, OnceLock, Ordering};
 use crate::taps::Taps;
 use crate::tiers::Tiers;
+use crate::validators::Validators;
 
 /// Everything the handles share.
 ///
@@ -49,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) spill_errors: AtomicU64,
     /// The last spill failure, for `StreamBuffer::spill_error`.
     pub(crate) last_spill_error: Mutex<Option<Error>>,
+    /// The last source failure logged (see `log_source_failure`).
+    last_logged: Mutex<String>,
     /// The read-ahead worker's mailbox.
     pub(crate) ahead: Arc<Ahead>,
     /// Segments fetched by read-ahead and then read.
@@ -69,6 +72,8 @@ pub(crate) struct Shared {
     /// The thread that pulls a forward-only stream for async cursors (see `drive.rs`).
     #[cfg(feature = "tokio")]
     pub(crate) drive: Drive,
+    /// What identifies the resource: the range source's, or the builder's.
+    pub(crate) validators: Validators,
     /// This very `Shared`, for the background threads to hold weakly.
     pub(crate) me: Weak<Shared>,
 }
@@ -175,9 +180,17 @@ impl Shared {
         if let Some(storage) = storage {
             let _ = storage_cell.set(Spill::Custom(storage));
         }
-        let (len, window) = match &filler {
-            Filler::Ranged(r) => (config.declared_len.or_else(|| r.source.len()), None),
-            Filler::Pull(_) | Filler::Push => (config.declared_len, config.window),
+        let (len, window, validators) = match &filler {
+            Filler::Ranged(r) => (
+                config.declared_len.or_else(|| r.source.len()),
+                None,
+                r.source.validators(),
+            ),
+            Filler::Pull(_) | Filler::Push => (
+                config.declared_len,
+                config.window,
+                config.validators.clone(),
+            ),
         };
         let state = State {
             index: Index::new(config.shift),
@@ -202,6 +215,7 @@ impl Shared {
             evictions: AtomicU64::new(0),
             spill_errors: AtomicU64::new(0),
             last_spill_error: Mutex::new(None),
+            last_logged: Mutex::new(String::new()),
             ahead: Arc::new(Ahead::new()),
             read_ahead_hits: AtomicU64::new(0),
             read_ahead_bytes: AtomicU64::new(0),
@@ -212,6 +226,7 @@ impl Shared {
             taps: Taps::new(),
             #[cfg(feature = "tokio")]
             drive: Drive::new(),
+            validators,
             me: me.clone(),
         })
     }
@@ -232,10 +247,25 @@ impl Shared {
         self.state.read().clip(end)
     }
 
-    /// Records a failed spill: counted, and kept for `StreamBuffer::spill_error`.
+    /// Records a failed spill: counted, logged, and kept for `StreamBuffer::spill_error`.
     pub(crate) fn spill_failed(&self, error: Error) {
         self.spill_errors.fetch_add(1, Ordering::Relaxed);
+        log::warn!("sparsebuf: {error} (the segment stays in memory)");
         *self.last_spill_error.lock() = Some(error);
+    }
+
+    /// Logs a source failure, unless the source failed the same way last time (a range
+    /// source that keeps failing is logged once, not once per read, whatever the offset).
+    pub(crate) fn log_source_failure(&self, error: &Error) {
+        let cause = match error {
+            Error::Source { error, .. } => error.to_string(),
+            other => other.to_string(),
+        };
+        let mut last = self.last_logged.lock();
+        if *last != cause {
+            log::warn!("sparsebuf: {error}");
+            *last = cause;
+        }
     }
 
     /// Copies `dst.len()` bytes at `offset`, which the caller found filled under `state`.

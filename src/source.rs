@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::error::Error;
 use crate::sync::Arc;
+use crate::validators::Validators;
 
 /// Something that produces the next bytes of the stream.
 pub(crate) trait Fill: Send {
@@ -177,6 +178,14 @@ pub trait RangeSource: Send + Sync + 'static {
     fn is_empty(&self) -> Option<bool> {
         self.len().map(|len| len == 0)
     }
+
+    /// What identifies the version of the resource this source reads (an entity tag, a
+    /// modification time), if it knows: [`StreamBuffer::validators`](crate::StreamBuffer::validators)
+    /// gives it back, and the Range server sends it as `ETag` and `Last-Modified`. The default
+    /// knows nothing. A file's are its length, modification time and inode.
+    fn validators(&self) -> Validators {
+        Validators::default()
+    }
 }
 
 impl RangeSource for std::fs::File {
@@ -193,6 +202,12 @@ impl RangeSource for std::fs::File {
 
     fn len(&self) -> Option<u64> {
         self.metadata().ok().map(|m| m.len())
+    }
+
+    fn validators(&self) -> Validators {
+        self.metadata()
+            .map(|m| Validators::of_file(&m))
+            .unwrap_or_default()
     }
 }
 

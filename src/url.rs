@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io::{self, Read};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use ureq::http::Response;
@@ -11,6 +12,7 @@ use ureq::{Agent, Body};
 use crate::http_errors::{io_error, status_error};
 use crate::retry::RetryPolicy;
 use crate::source::RangeSource;
+use crate::validators::Validators;
 use crate::{Builder, StreamBuffer};
 
 /// Connecting, and waiting for a response's head.
@@ -24,13 +26,24 @@ impl Builder {
     /// settings (feature `http`).
     ///
     /// One probe (`GET` with `Range: bytes=0-0`) decides how:
-    /// - a `206` means the server honours ranges: the buffer is a range source (as
-    ///   [`build_ranged`](Builder::build_ranged)) that fetches only what readers need, in
-    ///   ranged `GET`s carrying `If-Range` with the probe's strong `ETag` (if any), so a resource
-    ///   that changes under the buffer fails the read instead of mixing two versions. The
-    ///   length comes from `Content-Range`.
+    /// - a `206` with a validator (an `ETag` or a `Last-Modified`) means the server honours
+    ///   ranges: the buffer is a range source (as [`build_ranged`](Builder::build_ranged)) that
+    ///   fetches only what readers need. The length comes from `Content-Range`.
     /// - a `200` means it ignores them: its body is the stream, read forward only (as
     ///   [`build`](Builder::build)); the length comes from `Content-Length` when given.
+    /// - a `206` with no validator at all is read forward only too, from one plain `GET`:
+    ///   without a validator nothing can tell whether two ranges come from the same version of
+    ///   the resource, and a buffer must never hold bytes of two versions.
+    ///
+    /// **Never two versions.** The probe's validators (its `ETag`, strong or weak, its
+    /// `Last-Modified` and the total length) pin the version the buffer holds. Every ranged
+    /// fetch carries `If-Range` with the strong `ETag` (else with `Last-Modified`), and every
+    /// `206` must carry the same validators and the same total; a `200` to a ranged fetch, a
+    /// `416` inside the pinned length, or a `206` that differs means the resource changed: that
+    /// read, and every later one that needs a fetch, fails with an error of kind
+    /// [`InvalidData`](io::ErrorKind::InvalidData) ("the upstream resource changed: ..."), and
+    /// none of the response's bytes is stored. The bytes already in the buffer stay readable.
+    /// [`StreamBuffer::validators`] gives the pinned `ETag` and `Last-Modified`.
     ///
     /// Connection failures, timeouts, `408`, `429` and `5xx` are retried with exponential
     /// backoff (5 attempts from 100 ms; see [`RetryPolicy`]), for the probe and for each range
@@ -64,42 +77,123 @@ impl Builder {
         let source = UrlSource::new(url);
         let probe = source.retry.run(|| source.probe())?;
         match probe {
-            Probe::Ranged { len, etag } => self.build_ranged(UrlSource {
-                len,
-                etag,
-                ..source
-            }),
-            Probe::Whole { len, body } => {
-                let builder = match (self.declared_len(), len) {
-                    (None, Some(len)) => self.len(len),
-                    _ => self,
-                };
-                builder.build(body)
+            Probe::Ranged(pinned) if !pinned.is_empty() || pinned.len == Some(0) => {
+                self.build_ranged(UrlSource { pinned, ..source })
             }
+            // No validator: one plain GET, read forward.
+            Probe::Ranged(_) => match source.retry.run(|| source.get_whole())? {
+                Probe::Whole { len, body, pinned } => self.build_whole(len, body, pinned),
+                Probe::Ranged(_) => Err(io::Error::other(format!(
+                    "GET {url}: a request without Range was answered with a range"
+                ))),
+            },
+            Probe::Whole { len, body, pinned } => self.build_whole(len, body, pinned),
         }
+    }
+
+    /// A forward-only buffer over a response's body.
+    fn build_whole(
+        self,
+        len: Option<u64>,
+        body: Box<dyn Read + Send>,
+        pinned: Pinned,
+    ) -> io::Result<StreamBuffer> {
+        let builder = match (self.declared_len(), len) {
+            (None, Some(len)) => self.len(len),
+            _ => self,
+        };
+        builder.with_validators(pinned.validators()).build(body)
     }
 }
 
 /// What the probe found.
 enum Probe {
-    Ranged {
-        len: Option<u64>,
-        etag: Option<String>,
-    },
+    /// The server honours ranges; these validators pin the version.
+    Ranged(Pinned),
     /// The server sent the whole body: read it forward.
     Whole {
         len: Option<u64>,
         body: Box<dyn Read + Send>,
+        pinned: Pinned,
     },
+}
+
+/// The version of the resource a buffer holds: the validators of the first response, which
+/// every later response must repeat.
+#[derive(Debug, Clone, Default)]
+struct Pinned {
+    /// The `ETag` as sent (strong, or weak with its `W/`).
+    etag: Option<String>,
+    /// The `Last-Modified` as sent.
+    last_modified: Option<String>,
+    /// The total length, from `Content-Range` (`None`: `*`).
+    len: Option<u64>,
+}
+
+impl Pinned {
+    fn of(response: &Response<Body>, len: Option<u64>) -> Pinned {
+        Pinned {
+            etag: header(response, "etag"),
+            last_modified: header(response, "last-modified"),
+            len,
+        }
+    }
+
+    /// Whether there is no validator to pin a version by.
+    fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+
+    /// The `If-Range` of a ranged fetch: the strong tag, else the date (a weak tag cannot be
+    /// used there).
+    fn if_range(&self) -> Option<&str> {
+        self.etag
+            .as_deref()
+            .filter(|tag| !tag.starts_with("W/"))
+            .or(self.last_modified.as_deref())
+    }
+
+    fn validators(&self) -> Validators {
+        Validators {
+            etag: self.etag.clone(),
+            last_modified: self
+                .last_modified
+                .as_deref()
+                .and_then(|date| httpdate::parse_http_date(date).ok()),
+        }
+    }
+
+    /// What in `response` (a `206`) differs from the pinned version, if anything.
+    fn differs(&self, response: &Response<Body>, total: Option<u64>) -> Option<String> {
+        if let (Some(pinned), got) = (&self.len, total) {
+            if got != Some(*pinned) {
+                let got = got.map_or("*".to_string(), |t| t.to_string());
+                return Some(format!("its length was {pinned}, a range now says {got}"));
+            }
+        }
+        let same = |name: &str, shown: &str, pinned: &Option<String>| match pinned {
+            Some(pinned) => {
+                let got = header(response, name);
+                (got.as_deref() != Some(pinned.as_str())).then(|| {
+                    let got = got.as_deref().unwrap_or("none");
+                    format!("its {shown} was {pinned}, a range now carries {got}")
+                })
+            }
+            None => None,
+        };
+        same("etag", "ETag", &self.etag)
+            .or_else(|| same("last-modified", "Last-Modified", &self.last_modified))
+    }
 }
 
 /// A resource fetched by ranged `GET`s.
 struct UrlSource {
     agent: Agent,
     url: String,
-    len: Option<u64>,
-    etag: Option<String>,
+    pinned: Pinned,
     retry: RetryPolicy,
+    /// Set once a response showed that the resource changed: every later fetch fails with it.
+    changed: OnceLock<String>,
 }
 
 impl UrlSource {
@@ -114,9 +208,9 @@ impl UrlSource {
         UrlSource {
             agent: Agent::new_with_config(config),
             url: url.to_string(),
-            len: None,
-            etag: None,
+            pinned: Pinned::default(),
             retry: RetryPolicy::default(),
+            changed: OnceLock::new(),
         }
     }
 
@@ -130,42 +224,63 @@ impl UrlSource {
         match response.status().as_u16() {
             206 => {
                 let (_, total) = content_range(&response)?;
-                let etag = header(&response, "etag").filter(|tag| !tag.starts_with("W/"));
-                Ok(Probe::Ranged { len: total, etag })
+                Ok(Probe::Ranged(Pinned::of(&response, total)))
             }
-            200 => {
-                let len = header(&response, "content-length").and_then(|v| v.parse().ok());
-                let body = response.into_body().into_reader();
-                Ok(Probe::Whole {
-                    len,
-                    body: Box::new(body),
-                })
-            }
+            200 => Ok(Self::whole(response)),
             // An empty resource: no range of it is satisfiable.
             416 if content_range(&response).is_ok_and(|(_, total)| total == Some(0)) => {
-                Ok(Probe::Ranged {
-                    len: Some(0),
-                    etag: None,
-                })
+                Ok(Probe::Ranged(Pinned::of(&response, Some(0))))
             }
             _ => Err(status_error(response, &format!("GET {}", self.url))),
         }
     }
 
+    /// A plain `GET` of the whole resource, to be read forward.
+    fn get_whole(&self) -> io::Result<Probe> {
+        let response = self.agent.get(&self.url).call().map_err(io_error)?;
+        match response.status().as_u16() {
+            200 => Ok(Self::whole(response)),
+            206 => Ok(Probe::Ranged(Pinned::default())),
+            _ => Err(status_error(response, &format!("GET {}", self.url))),
+        }
+    }
+
+    fn whole(response: Response<Body>) -> Probe {
+        let len = header(&response, "content-length").and_then(|v| v.parse().ok());
+        let pinned = Pinned::of(&response, len);
+        Probe::Whole {
+            len,
+            body: Box::new(response.into_body().into_reader()),
+            pinned,
+        }
+    }
+
+    /// The resource changed under the buffer: this fetch and every later one fail.
+    fn changed(&self, what: String) -> io::Error {
+        // Logged by the fetch that meets it, as any failed fetch.
+        changed_error(&self.url, self.changed.get_or_init(|| what))
+    }
+
     /// One ranged fetch of `buf.len()` bytes at `offset`.
     fn fetch(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(what) = self.changed.get() {
+            return Err(changed_error(&self.url, what));
+        }
         let last = offset + buf.len() as u64 - 1;
         let mut request = self
             .agent
             .get(&self.url)
             .header("Range", &format!("bytes={offset}-{last}"));
-        if let Some(etag) = &self.etag {
-            request = request.header("If-Range", etag);
+        if let Some(validator) = self.pinned.if_range() {
+            request = request.header("If-Range", validator);
         }
         let response = request.call().map_err(io_error)?;
         match response.status().as_u16() {
             206 => {
-                let (start, _) = content_range(&response)?;
+                let (start, total) = content_range(&response)?;
+                if let Some(what) = self.pinned.differs(&response, total) {
+                    return Err(self.changed(what));
+                }
                 if start != offset {
                     return Err(io::Error::other(format!(
                         "GET {}: asked for bytes from {offset}, got them from {start}",
@@ -174,27 +289,42 @@ impl UrlSource {
                 }
                 read_full(response.into_body().into_reader(), buf)
             }
-            416 => Ok(0),
-            200 => Err(io::Error::other(format!(
-                "GET {}: the server answered a range with the whole resource (it changed, or \
-                 stopped honouring Range)",
-                self.url
+            416 if self.pinned.len.is_some_and(|len| offset < len) => Err(self.changed(format!(
+                "a range inside its length was answered 416 (bytes {offset}-{last})"
             ))),
+            416 => Ok(0),
+            200 => Err(self.changed(
+                "a range was answered with the whole resource (200): the If-Range validator no \
+                 longer matches, or the server stopped honouring Range"
+                    .into(),
+            )),
             _ => Err(status_error(response, &format!("GET {}", self.url))),
         }
     }
 }
 
+/// The error of a fetch from a resource that changed.
+fn changed_error(url: &str, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("the upstream resource changed: GET {url}: {what}"),
+    )
+}
+
 impl RangeSource for UrlSource {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() || self.len.is_some_and(|len| offset >= len) {
+        if buf.is_empty() || self.pinned.len.is_some_and(|len| offset >= len) {
             return Ok(0);
         }
         self.retry.run(|| self.fetch(offset, buf))
     }
 
     fn len(&self) -> Option<u64> {
-        self.len
+        self.pinned.len
+    }
+
+    fn validators(&self) -> Validators {
+        self.pinned.validators()
     }
 }
 
@@ -202,7 +332,7 @@ impl fmt::Debug for UrlSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UrlSource")
             .field("url", &self.url)
-            .field("len", &self.len)
+            .field("pinned", &self.pinned)
             .finish_non_exhaustive()
     }
 }

@@ -18,6 +18,10 @@ pub mod http_server;
 mod location;
 #[cfg(feature = "object-store")]
 pub mod moto;
+#[cfg(feature = "http")]
+pub mod nginx;
+#[cfg(feature = "http")]
+pub mod upstream;
 pub mod window_model;
 #[allow(unused_imports)] // each test file uses a different part of the helpers
 pub use faulty::{Fault, Faulty, ENOSPC};
