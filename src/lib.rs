@@ -98,6 +98,8 @@ mod blocking;
 mod buffer;
 mod chunk;
 mod config;
+#[cfg(feature = "http")]
+mod connections;
 mod consumer;
 mod deliver;
 #[cfg(feature = "tokio")]
@@ -119,6 +121,8 @@ mod object;
 #[cfg(feature = "tokio")]
 mod poll;
 mod pool;
+#[cfg(feature = "http")]
+mod preconditions;
 mod publish;
 mod pull;
 #[cfg(feature = "http")]

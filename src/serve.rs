@@ -15,16 +15,26 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
+use crate::async_reader::AsyncReader;
+use crate::buffer::StreamBuffer;
+use crate::connections::{default_limit, Connections, Ended, Progress, Tracked, Watched};
+use crate::preconditions::{Current, Verdict};
 use crate::ranges::{self, Spec};
-use crate::{AsyncReader, StreamBuffer};
 
 /// How much of the body one frame carries at most.
 const FRAME: usize = 64 * 1024;
+
+/// The most a connection buffers ahead of its socket (hyper's write buffer; its read buffer
+/// too): with one frame being queued, a client that stops reading costs about 128 KiB.
+const CONNECTION_BUFFER: usize = 64 * 1024;
+
+/// The default send timeout (nginx's `send_timeout`).
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An HTTP server for one [`StreamBuffer`], served at `/`: `GET` and `HEAD`, with the ranges of
 /// RFC 9110 (feature `http`).
@@ -35,9 +45,18 @@ const FRAME: usize = 64 * 1024;
 ///   the order asked (overlapping ones merged); a set with no satisfiable range is `416` with
 ///   `Content-Range: bytes */<len>`. A malformed `Range` (or one of more than 64 ranges) is
 ///   ignored: `200` with the whole.
-/// - **Validators.** Every response carries `Accept-Ranges: bytes` and a strong `ETag`, made
-///   when the server is made (the stream's bytes never change while it runs). `If-Range`
-///   with that tag honours the `Range`; with any other tag or a date, the whole is sent.
+/// - **Validators.** Every response carries `Accept-Ranges: bytes` and a strong `ETag`: the
+///   source's (a file's length, modification time and inode; an upstream's strong tag; see
+///   [`StreamBuffer::validators`]), else one made when the server is made (the stream's bytes
+///   never change while it runs). The source's modification time, if known, is sent as
+///   `Last-Modified`. `If-Range` with the tag (or exactly that date) honours the `Range`; with
+///   any other tag or date, the whole is sent.
+/// - **Preconditions**, in the order of RFC 9110 §13.2.2: `If-Match` (strong comparison, or
+///   `*`) that names another version is `412`; so is `If-Unmodified-Since` before the
+///   modification time; `If-None-Match` (weak comparison) naming this version is `304 Not
+///   Modified`, and so is `If-Modified-Since` at or after the modification time.
+/// - **Requests.** `GET` and `HEAD` at `/` (`405` for other methods, `404` elsewhere); an
+///   HTTP/1.1 request without exactly one `Host` is `400`.
 /// - **Unknown length.** While the stream's length is unknown (a pipe with no `--len`), a
 ///   request without `Range`, or with `bytes=0-`, is answered at once: `200` with the body in
 ///   chunked encoding as it arrives. Any other range waits until the length is known (the end
@@ -50,7 +69,16 @@ const FRAME: usize = 64 * 1024;
 ///   ignore `Range`, and serve each client from the oldest byte still held.
 /// - **Clients.** Each request reads through its own [`AsyncReader`]: clients run at their own
 ///   pace, and a slow one holds back no other (except through a window, whose writer waits for
-///   its slowest reader). A client that disconnects drops its cursor at once.
+///   its slowest reader). A client that disconnects drops its cursor at once. A client that
+///   stops reading is dropped, with its cursor, once its socket has taken nothing for the
+///   [`send_timeout`](Server::send_timeout) (60 s); meanwhile it costs at most about 128 KiB of
+///   buffers. At the [connection limit](Server::max_connections), the connection that has made
+///   no progress for the longest is closed to serve a new one.
+/// - **Failures.** A source that fails before the first bytes of a response are there gives
+///   `502 Bad Gateway` (`504` for a timeout) with a line naming the cause (a stream that ended
+///   before its declared length says where); the head of a response is sent only with its
+///   first bytes. A source that fails later cuts the response short after every byte held
+///   before the failure was sent, so the client sees an error, never a clean short end.
 /// - **Prebuffering** ([`prebuffer`](Server::prebuffer)): responses wait until the first N bytes
 ///   are filled.
 ///
@@ -80,6 +108,9 @@ pub struct Server {
     content_type: HeaderValue,
     prebuffer: u64,
     etag: HeaderValue,
+    last_modified: Option<SystemTime>,
+    send_timeout: Duration,
+    max_connections: Option<usize>,
     counts: Arc<Counts>,
 }
 
@@ -95,6 +126,10 @@ pub struct Served {
     pub open: u64,
     /// Bytes of bodies sent.
     pub bytes: u64,
+    /// Connections dropped because their client took nothing for the send timeout.
+    pub stalled: u64,
+    /// Connections closed to make room for new ones at the connection limit.
+    pub evicted: u64,
 }
 
 #[derive(Default)]
@@ -103,18 +138,50 @@ struct Counts {
     connections: AtomicU64,
     open: AtomicU64,
     bytes: AtomicU64,
+    stalled: AtomicU64,
+    evicted: AtomicU64,
 }
 
 impl Server {
-    /// A server for `buffer`, sent as `application/octet-stream` with no prebuffering.
+    /// A server for `buffer`, sent as `application/octet-stream` with no prebuffering, with
+    /// the buffer's validators ([`StreamBuffer::validators`]) if it has a strong tag.
     pub fn new(buffer: StreamBuffer) -> Server {
+        let validators = buffer.validators();
+        let etag = validators
+            .strong_etag()
+            .and_then(|tag| HeaderValue::from_str(tag).ok())
+            .unwrap_or_else(new_etag);
+        let last_modified = validators.last_modified;
         Server {
             buffer,
             content_type: HeaderValue::from_static("application/octet-stream"),
             prebuffer: 0,
-            etag: new_etag(),
+            etag,
+            last_modified,
+            send_timeout: SEND_TIMEOUT,
+            max_connections: None,
             counts: Arc::default(),
         }
+    }
+
+    /// How long a response may wait for its client to take more bytes (its socket to accept
+    /// a write) before the connection is dropped, with the response's cursor. Default 60 s,
+    /// as nginx's `send_timeout`. A response waiting for its source is not waiting for the
+    /// client, and is not timed.
+    pub fn send_timeout(mut self, timeout: Duration) -> Server {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// The most connections open at once (at least 1). When a new client connects at the
+    /// limit, the connection that has made no progress (no byte read or written) for the
+    /// longest is closed first, so that new clients are still served when many hold
+    /// connections without reading. Default: the soft `RLIMIT_NOFILE` less a reserve of
+    /// `32 + limit / 16` descriptors for the listener, the spill file, the source and the
+    /// runtime (224 connections under `ulimit -n 256`).
+    pub fn max_connections(mut self, connections: usize) -> Server {
+        self.max_connections = Some(connections.max(1));
+        self
     }
 
     /// The `Content-Type` of the resource (`video/mp4`, `audio/mpeg`...); `InvalidInput` for
@@ -151,6 +218,8 @@ impl Server {
             connections: c.connections.load(Ordering::Relaxed),
             open: c.open.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),
+            stalled: c.stalled.load(Ordering::Relaxed),
+            evicted: c.evicted.load(Ordering::Relaxed),
         }
     }
 
@@ -158,34 +227,78 @@ impl Server {
     /// connection runs on a task of its own; their errors (a client that goes away) end only
     /// that connection.
     pub async fn run(self, listener: TcpListener) -> io::Result<()> {
+        let limit = self.max_connections.unwrap_or_else(default_limit);
+        let table = Arc::new(Connections::new(limit));
         loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                // Out of file descriptors, or a connection reset before it was accepted: wait
-                // a moment rather than spin, and go on.
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                // Out of descriptors: make room by closing the stalest connection.
+                Err(error) if is_out_of_descriptors(&error) => {
+                    if !self.close_stalest(&table) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    continue;
+                }
+                // A connection reset before it was accepted, or a passing shortage: wait a
+                // moment rather than spin, and go on.
                 Err(error) if is_per_connection(&error) => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
                 Err(error) => return Err(error),
             };
+            if table.full() {
+                self.close_stalest(&table);
+            }
             let _ = stream.set_nodelay(true);
-            let server = self.clone();
-            tokio::spawn(async move {
-                let counts = &server.counts;
-                counts.connections.fetch_add(1, Ordering::Relaxed);
-                counts.open.fetch_add(1, Ordering::Relaxed);
-                let service = hyper::service::service_fn(|request| {
-                    let server = server.clone();
-                    async move { Ok::<_, io::Error>(server.respond(request).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-                counts.open.fetch_sub(1, Ordering::Relaxed);
-            });
+            let (id, progress) = table.add();
+            let counts = &self.counts;
+            counts.connections.fetch_add(1, Ordering::Relaxed);
+            counts.open.fetch_add(1, Ordering::Relaxed);
+            // Moved into the task: dropped with it however it ends, even aborted before it
+            // first ran.
+            let registered = Registered(table.clone(), id, counts.clone());
+            let task = tokio::spawn(self.clone().connection(stream, registered, progress));
+            table.set_task(id, task.abort_handle());
+        }
+    }
+
+    /// Closes the connection that has made no progress for the longest; whether there was one.
+    fn close_stalest(&self, table: &Connections) -> bool {
+        let Some(idle) = table.close_stalest() else {
+            return false;
+        };
+        self.counts.evicted.fetch_add(1, Ordering::Relaxed);
+        log::info!(
+            "sparsebuf: closed a connection idle for {:.1} s to make room at the connection limit",
+            idle as f64 / 1000.0
+        );
+        true
+    }
+
+    /// Serves one connection until it ends, is dropped for stalling, or is closed (its task
+    /// aborted) to make room.
+    async fn connection(self, stream: TcpStream, registered: Registered, progress: Arc<Progress>) {
+        let _registered = registered;
+        let counts = self.counts.clone();
+        let timeout = self.send_timeout;
+        let io = TokioIo::new(Tracked::new(stream, progress.clone()));
+        let on_request = progress.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let (server, progress) = (self.clone(), on_request.clone());
+            async move { Ok::<_, io::Error>(server.respond(request, Some(progress)).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .max_buf_size(CONNECTION_BUFFER)
+            .serve_connection(io, service);
+        if let Ended::Stalled = Watched::new(conn, progress, timeout).await {
+            counts.stalled.fetch_add(1, Ordering::Relaxed);
+            log::info!(
+                "sparsebuf: dropped a connection whose client took nothing for {:?}",
+                timeout
+            );
         }
     }
 
@@ -233,8 +346,13 @@ impl Server {
         })
     }
 
-    /// The response to one request.
-    async fn respond(&self, request: Request<Incoming>) -> Response<ServeBody> {
+    /// The response to one request. `progress`: its connection's, when the server runs the
+    /// connection (a failing body then waits until what it sent is flushed).
+    async fn respond(
+        &self,
+        request: Request<Incoming>,
+        progress: Option<Arc<Progress>>,
+    ) -> Response<ServeBody> {
         self.counts.requests.fetch_add(1, Ordering::Relaxed);
         let head = request.method() == Method::HEAD;
         if request.method() != Method::GET && !head {
@@ -244,8 +362,23 @@ impl Server {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return response;
         }
+        if request.version() == Version::HTTP_11
+            && request.headers().get_all(header::HOST).iter().count() != 1
+        {
+            let why = "an HTTP/1.1 request needs exactly one Host header\n";
+            return plain(StatusCode::BAD_REQUEST, why);
+        }
         if request.uri().path() != "/" {
             return plain(StatusCode::NOT_FOUND, "the stream is served at /\n");
+        }
+        let current = self.current();
+        match current.evaluate(request.headers(), true) {
+            Verdict::Proceed => {}
+            Verdict::NotModified => return self.with_validators(not_modified()),
+            Verdict::Failed => {
+                let why = "the resource does not match the request's preconditions\n";
+                return self.with_validators(plain(StatusCode::PRECONDITION_FAILED, why));
+            }
         }
         if let Err(error) = self.prebuffered().await {
             return failed(&error);
@@ -253,7 +386,7 @@ impl Server {
         let buffer = &self.buffer;
         let windowed = buffer.shared().window.is_some();
         let specs = match request.headers().get(header::RANGE) {
-            Some(range) if !windowed && self.if_range_holds(&request) => {
+            Some(range) if !windowed && current.if_range_holds(request.headers()) => {
                 range.to_str().ok().and_then(ranges::parse)
             }
             _ => None,
@@ -273,7 +406,7 @@ impl Server {
             (None, _) | (Some(_), None) => {
                 // From the oldest byte held: 0 but for a windowed stream.
                 let start = buffer.window_start();
-                let body = ServeBody::new(self, vec![Part::range(start, len)]);
+                let body = ServeBody::new(self, vec![Part::range(start, len)], progress);
                 let mut response = Response::new(body);
                 if let Some(len) = len {
                     let length = len.saturating_sub(start).to_string();
@@ -281,23 +414,52 @@ impl Server {
                 }
                 response
             }
-            (Some(specs), Some(len)) => self.ranged(&specs, len),
+            (Some(specs), Some(len)) => self.ranged(&specs, len, progress),
         };
+        // The head goes out only with the first bytes: a source that fails before them is a
+        // 502 with its cause, not a connection closed before any status line.
+        if let Err(error) = response.body_mut().prime().await {
+            return failed(&error);
+        }
         let headers = response.headers_mut();
         let accept = if windowed { "none" } else { "bytes" };
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static(accept));
-        headers.insert(header::ETAG, self.etag.clone());
         if !headers.contains_key(header::CONTENT_TYPE) {
             headers.insert(header::CONTENT_TYPE, self.content_type.clone());
         }
         if head {
             *response.body_mut() = ServeBody::empty(self);
         }
+        self.with_validators(response)
+    }
+
+    /// The served version, for preconditions.
+    fn current(&self) -> Current<'_> {
+        Current {
+            etag: self.etag.to_str().unwrap_or_default(),
+            last_modified: self.last_modified,
+        }
+    }
+
+    /// `response` with the `ETag` and, if known, the `Last-Modified` of the resource.
+    fn with_validators(&self, mut response: Response<ServeBody>) -> Response<ServeBody> {
+        let headers = response.headers_mut();
+        headers.insert(header::ETAG, self.etag.clone());
+        if let Some(modified) = self.last_modified {
+            if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+                headers.insert(header::LAST_MODIFIED, value);
+            }
+        }
         response
     }
 
     /// The answer to satisfiable or unsatisfiable `specs` of a resource of `len` bytes.
-    fn ranged(&self, specs: &[Spec], len: u64) -> Response<ServeBody> {
+    fn ranged(
+        &self,
+        specs: &[Spec],
+        len: u64,
+        progress: Option<Arc<Progress>>,
+    ) -> Response<ServeBody> {
         let chosen = ranges::resolve(specs, len);
         match chosen.as_slice() {
             [] => {
@@ -314,7 +476,7 @@ impl Server {
             }
             [range] => {
                 let part = Part::range(range.start, Some(range.end));
-                let mut response = Response::new(ServeBody::new(self, vec![part]));
+                let mut response = Response::new(ServeBody::new(self, vec![part], progress));
                 *response.status_mut() = StatusCode::PARTIAL_CONTENT;
                 let content_range = content_range(range, len);
                 set(&mut response, header::CONTENT_RANGE, content_range);
@@ -336,7 +498,7 @@ impl Server {
                     parts.push(Part::range(range.start, Some(range.end)));
                 }
                 parts.push(Part::Text(Bytes::from(format!("\r\n--{boundary}--\r\n"))));
-                let body = ServeBody::new(self, parts);
+                let body = ServeBody::new(self, parts, progress);
                 let length = body.remaining_len().unwrap_or(0).to_string();
                 let mut response = Response::new(body);
                 *response.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -345,16 +507,6 @@ impl Server {
                 set(&mut response, header::CONTENT_LENGTH, length);
                 response
             }
-        }
-    }
-
-    /// `If-Range` absent, or naming this server's strong tag: the `Range` is honoured.
-    fn if_range_holds(&self, request: &Request<Incoming>) -> bool {
-        match request.headers().get(header::IF_RANGE) {
-            None => true,
-            // A date (no `Last-Modified` is sent, so none matches) or another tag, or a weak
-            // one (never a match for If-Range): send the whole.
-            Some(value) => value.as_bytes() == self.etag.as_bytes(),
         }
     }
 
@@ -379,6 +531,16 @@ impl Server {
     }
 }
 
+/// A connection in the table and the counts, unregistered when dropped (with its task).
+struct Registered(Arc<Connections>, usize, Arc<Counts>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.remove(self.1);
+        self.2.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Accept errors that concern one connection (or a passing shortage), not the listener.
 fn is_per_connection(error: &io::Error) -> bool {
     use io::ErrorKind::*;
@@ -386,9 +548,23 @@ fn is_per_connection(error: &io::Error) -> bool {
         error.kind(),
         ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
     ) || error.raw_os_error().is_some_and(|code| {
-        // EMFILE, ENFILE, ENOBUFS, ENOMEM: the process or system ran short for a moment.
-        matches!(code, 24 | 23 | 105 | 12)
+        // ENOBUFS, ENOMEM: the system ran short for a moment.
+        matches!(code, 105 | 12)
     })
+}
+
+/// EMFILE, ENFILE: no descriptor for the new connection.
+fn is_out_of_descriptors(error: &io::Error) -> bool {
+    error
+        .raw_os_error()
+        .is_some_and(|code| matches!(code, 24 | 23))
+}
+
+/// `304 Not Modified`: no body.
+fn not_modified() -> Response<ServeBody> {
+    let mut response = Response::new(ServeBody::text(Bytes::new()));
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    response
 }
 
 /// A tag unique to this server: the time and a process-wide count.
@@ -430,7 +606,8 @@ fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<ServeBody> {
 }
 
 /// The stream failed before the response could start: `502 Bad Gateway` (the upstream is the
-/// source), or `504` for a timeout, with the cause.
+/// source), or `504` for a timeout, with the cause. (The failure itself is logged where it
+/// happened, once.)
 fn failed(error: &io::Error) -> Response<ServeBody> {
     let status = match error.kind() {
         io::ErrorKind::TimedOut => StatusCode::GATEWAY_TIMEOUT,
@@ -499,6 +676,8 @@ impl fmt::Debug for Server {
             .field("content_type", &self.content_type)
             .field("prebuffer", &self.prebuffer)
             .field("etag", &self.etag)
+            .field("last_modified", &self.last_modified)
+            .field("send_timeout", &self.send_timeout)
             .field("served", &self.served())
             .finish_non_exhaustive()
     }
@@ -528,6 +707,12 @@ impl Part {
 }
 
 /// A response body: its parts in order, the stream's read through one cursor.
+///
+/// Its first frames may be read before the head is sent ([`prime`](ServeBody::prime)). When
+/// the stream fails in the middle, the body does not end at once: hyper would close the
+/// connection and drop what it has not written yet. It waits until the connection has flushed
+/// every frame given so far, then fails, so the client gets every byte held before the failure
+/// and then a cut (an error, never a clean end).
 pub(crate) struct ServeBody {
     parts: std::collections::VecDeque<Part>,
     cursor: Option<AsyncReader>,
@@ -535,21 +720,30 @@ pub(crate) struct ServeBody {
     counts: Option<Arc<Counts>>,
     /// A frame being filled.
     frame: BytesMut,
+    /// Frames read by `prime`, sent first.
+    ready: std::collections::VecDeque<Bytes>,
+    /// The connection's progress (its flushes), when the server runs the connection.
+    progress: Option<Arc<Progress>>,
+    /// The stream failed: the error, and the connection's flush count when it did.
+    failing: Option<(io::Error, u64)>,
 }
 
 impl ServeBody {
-    fn new(server: &Server, parts: Vec<Part>) -> ServeBody {
+    fn new(server: &Server, parts: Vec<Part>, progress: Option<Arc<Progress>>) -> ServeBody {
         ServeBody {
             parts: parts.into(),
             cursor: None,
             buffer: Some(server.buffer.clone()),
             counts: Some(server.counts.clone()),
             frame: BytesMut::new(),
+            ready: Default::default(),
+            progress,
+            failing: None,
         }
     }
 
     fn empty(server: &Server) -> ServeBody {
-        ServeBody::new(server, Vec::new())
+        ServeBody::new(server, Vec::new(), None)
     }
 
     fn text(bytes: Bytes) -> ServeBody {
@@ -559,12 +753,37 @@ impl ServeBody {
             buffer: None,
             counts: None,
             frame: BytesMut::new(),
+            ready: Default::default(),
+            progress: None,
+            failing: None,
         }
     }
 
     /// The bytes left to send, if known.
     fn remaining_len(&self) -> Option<u64> {
-        self.parts.iter().map(Part::len).sum()
+        let ready: u64 = self.ready.iter().map(|b| b.len() as u64).sum();
+        let parts: Option<u64> = self.parts.iter().map(Part::len).sum();
+        parts.map(|parts| parts + ready)
+    }
+
+    /// Reads the body up to its first bytes of the stream (or its end), to be sent first; the
+    /// stream's error if it fails before them.
+    async fn prime(&mut self) -> io::Result<()> {
+        loop {
+            match std::future::poll_fn(|cx| self.poll_produce(cx)).await {
+                None => return Ok(()),
+                Some(Err(error)) => {
+                    self.parts.clear();
+                    return Err(error);
+                }
+                Some(Ok((data, from_stream))) => {
+                    self.ready.push_back(data);
+                    if from_stream {
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     /// The next frame of the stream part at the front, `[start, end)`.
@@ -600,6 +819,61 @@ impl ServeBody {
         let frame = self.frame.split_to(n).freeze();
         Poll::Ready(Ok(frame))
     }
+
+    /// The next piece of the body: its bytes, and whether they are the stream's (not a
+    /// multipart head).
+    fn poll_produce(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<(Bytes, bool)>>> {
+        loop {
+            let (start, end) = match self.parts.front_mut() {
+                None => return Poll::Ready(None),
+                Some(Part::Text(text)) => {
+                    let text = std::mem::take(text);
+                    self.parts.pop_front();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok((text, false))));
+                }
+                Some(Part::Stream { start, end }) => (*start, *end),
+            };
+            if end == Some(start) {
+                self.parts.pop_front();
+                continue;
+            }
+            let data = match ready!(self.poll_stream(cx, start, end)) {
+                Ok(data) => data,
+                Err(error) => {
+                    self.parts.clear();
+                    return Poll::Ready(Some(Err(error)));
+                }
+            };
+            if data.is_empty() {
+                // The end of a stream sent whole.
+                self.parts.pop_front();
+                continue;
+            }
+            let next = start + data.len() as u64;
+            if let Some(Part::Stream { start, .. }) = self.parts.front_mut() {
+                *start = next;
+            }
+            return Poll::Ready(Some(Ok((data, true))));
+        }
+    }
+
+    /// A failed stream's error, once the connection has flushed what was sent before it.
+    fn poll_failing(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        let flushed = match (&self.failing, &self.progress) {
+            (Some((_, seen)), Some(progress)) => progress.flushed_since(*seen, cx.waker()),
+            _ => true,
+        };
+        if !flushed {
+            return Poll::Pending;
+        }
+        match self.failing.take() {
+            Some((error, _)) => Poll::Ready(Some(Err(error))),
+            None => Poll::Ready(None),
+        }
+    }
 }
 
 impl Body for ServeBody {
@@ -611,48 +885,29 @@ impl Body for ServeBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         let this = &mut *self;
-        loop {
-            let (start, end) = match this.parts.front_mut() {
-                None => return Poll::Ready(None),
-                Some(Part::Text(text)) => {
-                    let text = std::mem::take(text);
-                    this.parts.pop_front();
-                    if text.is_empty() {
-                        continue;
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(text))));
-                }
-                Some(Part::Stream { start, end }) => (*start, *end),
-            };
-            if end == Some(start) {
-                this.parts.pop_front();
-                continue;
-            }
-            let data = match ready!(this.poll_stream(cx, start, end)) {
-                Ok(data) => data,
-                Err(error) => {
-                    this.parts.clear();
-                    return Poll::Ready(Some(Err(error)));
-                }
-            };
-            if data.is_empty() {
-                // The end of a stream sent whole.
-                this.parts.pop_front();
-                continue;
-            }
-            let next = start + data.len() as u64;
-            if let Some(Part::Stream { start, .. }) = this.parts.front_mut() {
-                *start = next;
-            }
-            if let Some(counts) = &this.counts {
-                counts.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+        if this.failing.is_some() {
+            return this.poll_failing(cx);
         }
+        let data = match this.ready.pop_front() {
+            Some(data) => data,
+            None => match ready!(this.poll_produce(cx)) {
+                None => return Poll::Ready(None),
+                Some(Ok((data, _))) => data,
+                Some(Err(error)) => {
+                    let seen = this.progress.as_ref().map_or(0, |p| p.flushes());
+                    this.failing = Some((error, seen));
+                    return this.poll_failing(cx);
+                }
+            },
+        };
+        if let Some(counts) = &this.counts {
+            counts.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.parts.is_empty()
+        self.parts.is_empty() && self.ready.is_empty() && self.failing.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

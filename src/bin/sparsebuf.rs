@@ -28,7 +28,10 @@ OPTIONS:
     --window N          keep only the last N bytes (a live stream); clients cannot seek back
     --prebuffer N       hold responses until the first N bytes are in
     --content-type T    the Content-Type sent (default application/octet-stream)
-    --quiet             print nothing but the first line
+    --send-timeout SECS drop a client that takes no bytes for this long (default 60)
+    --max-connections N at most N connections; at the limit the stalest is closed
+                        (default: from the descriptor limit, `ulimit -n`)
+    --quiet             print no progress (events such as source failures are still printed)
     -h, --help          this help
 
     Sizes take K, M or G (powers of 1024): 64M, 1G.
@@ -36,7 +39,8 @@ OPTIONS:
 OUTPUT:
     The first line on standard output is `listening on http://HOST:PORT/`; the stream is served
     at `/`. While it runs, progress goes to standard error (bytes pulled, clients, bytes
-    served) unless --quiet.
+    served) unless --quiet, and so do events: a source that fails, an upstream that changed,
+    a client dropped for taking nothing, a spill that failed.
 
 EXAMPLES:
     # A moov-at-end MP4 from a pipe that ffmpeg alone could not seek in:
@@ -63,6 +67,8 @@ struct Options {
     window: Option<u64>,
     prebuffer: u64,
     content_type: Option<String>,
+    send_timeout: Option<Duration>,
+    max_connections: Option<usize>,
     quiet: bool,
 }
 
@@ -109,6 +115,8 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         window: None,
         prebuffer: 0,
         content_type: None,
+        send_timeout: None,
+        max_connections: None,
         quiet: false,
     };
     let mut input = None;
@@ -133,6 +141,17 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--window" => options.window = Some(size(name, &value()?)?),
             "--prebuffer" => options.prebuffer = size(name, &value()?)?,
             "--content-type" => options.content_type = Some(value()?),
+            "--send-timeout" => options.send_timeout = Some(seconds(name, &value()?)?),
+            "--max-connections" => {
+                let text = value()?;
+                let n = text
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| format!("{name}: {text:?} is not a positive count"))?;
+                options.max_connections = Some(n);
+            }
             "--quiet" | "-q" => options.quiet = true,
             "-" => input = set_once(input, arg)?,
             _ if arg.starts_with('-') => return Err(format!("unknown option {arg}")),
@@ -176,9 +195,50 @@ fn size(name: &str, text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{name}: {text:?} is too large"))
 }
 
+/// `60`, `2.5`: a duration in seconds.
+fn seconds(name: &str, text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{name}: {text:?} is not a number of seconds"))
+}
+
+/// The library's events (source failures, changed upstreams, dropped clients, spill errors),
+/// one line each on stderr.
+struct Events;
+
+impl log::Log for Events {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Info && metadata.target().starts_with("sparsebuf")
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let message = record.args().to_string();
+            let message = message.strip_prefix("sparsebuf: ").unwrap_or(&message);
+            eprintln!(
+                "sparsebuf: {}: {message}",
+                record.level().as_str().to_lowercase()
+            );
+        }
+    }
+
+    fn flush(&self) {}
+}
+
 fn serve(options: Options) -> Result<(), String> {
+    if log::set_logger(&Events).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
     let buffer = open(&options)?;
     let mut server = Server::new(buffer.clone()).prebuffer(options.prebuffer);
+    if let Some(timeout) = options.send_timeout {
+        server = server.send_timeout(timeout);
+    }
+    if let Some(n) = options.max_connections {
+        server = server.max_connections(n);
+    }
     if let Some(content_type) = &options.content_type {
         server = server
             .content_type(content_type)

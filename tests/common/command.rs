@@ -35,10 +35,32 @@ impl Serving {
 
     /// `sparsebuf serve INPUT --listen 127.0.0.1:0 <args>`, with `stdin`.
     pub fn start(input: &str, stdin: Stdio, args: &[&str]) -> Serving {
-        let mut child = Command::new(bin())
-            .args(["serve", input, "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(stdin)
+        let mut command = Command::new(bin());
+        command.args(["serve", input, "--listen", "127.0.0.1:0"]);
+        command.args(args).stdin(stdin);
+        Serving::spawn(command)
+    }
+
+    /// The same under `ulimit -n <nofile>` (through `sh`).
+    pub fn start_limited(nofile: u32, input: &str, stdin: Stdio, args: &[&str]) -> Serving {
+        let mut command = Command::new("sh");
+        let script = format!("ulimit -n {nofile} && exec \"$0\" \"$@\"");
+        command.args([
+            "-c",
+            &script,
+            bin(),
+            "serve",
+            input,
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        command.args(args).stdin(stdin);
+        Serving::spawn(command)
+    }
+
+    /// Starts `command` (a `sparsebuf serve`) and reads its first line.
+    pub fn spawn(mut command: Command) -> Serving {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -66,6 +88,11 @@ impl Serving {
             feeder: None,
             stderr,
         }
+    }
+
+    /// The command's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stops the command and returns what it wrote on stderr.
