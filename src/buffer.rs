@@ -374,7 +374,12 @@ impl StreamBuffer {
     /// ```
     pub fn save(&self, path: impl AsRef<Path>) -> io::Result<u64> {
         let path = path.as_ref();
-        let total = self.fill_to_end()?;
+        // A range source of known length is copied in one pass, fetching its holes on the
+        // way; anything else is filled first (a stream must be pulled to its end anyway).
+        let total = match (&self.shared.filler, self.len()) {
+            (Filler::Ranged(_), Some(len)) => len,
+            _ => self.fill_to_end()?,
+        };
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
@@ -396,62 +401,79 @@ impl StreamBuffer {
 
     /// Writes the first `total` bytes to `file`, segment by segment: a RAM segment's buffer is
     /// shared (not copied) under the read lock and written after it is released; a run of
-    /// spilled segments is one kernel copy.
+    /// spilled segments is one kernel copy, pinned meanwhile so that eviction does not release
+    /// its space under the copy; a segment that is not there (never fetched, or evicted) is
+    /// read through `read_at`, which copies it straight from what it fetches. So `save`
+    /// succeeds however small the budgets are.
     fn write_all_to(&self, file: &mut File, total: u64) -> io::Result<()> {
         enum Piece {
             Ram(Bytes),
-            Spilled { offset: u64, len: u64 },
+            Spilled(Range<u64>),
             Hole,
         }
         let shift = self.shared.config.shift;
+        let size = self.shared.config.segment_size as u64;
+        let mut fetched = Vec::new();
         let mut offset = 0;
-        let mut holes = 0;
         while offset < total {
             let segment = offset >> shift;
             let piece = {
-                let state = self.shared.state.read();
-                let index = &state.index;
-                match index.slot(segment) {
+                let mut state = self.shared.state.write();
+                match state.index.slot(segment) {
                     Some(Slot::Memory(resident)) => Piece::Ram(resident.data.clone()),
                     Some(Slot::Filling(prefix)) => Piece::Ram(Bytes::copy_from_slice(prefix)),
                     Some(Slot::Disk { .. }) => {
-                        let mut len = 0;
-                        let mut s = segment;
-                        while let Some(Slot::Disk { len: n, .. }) = index.slot(s) {
-                            len += *n as u64;
-                            s += 1;
+                        let mut end = segment;
+                        while let Some(Slot::Disk { .. }) = state.index.slot(end) {
+                            end += 1;
                         }
-                        Piece::Spilled { offset, len }
+                        state.pins.push(segment..end);
+                        Piece::Spilled(segment..end)
                     }
                     Some(Slot::Absent | Slot::Fetching) | None => Piece::Hole,
                 }
             };
-            if let Piece::Hole = piece {
-                // Evicted since `fill_to_end` (a range source under a disk budget): fetch again.
-                holes += 1;
-                if holes > 8 {
-                    return Err(io::Error::other(format!(
-                        "segment {segment} keeps being evicted while saving: the budgets are too small"
-                    )));
-                }
-                let end = ((segment + 1) << shift).min(total);
-                self.shared.wait_filled(offset, end, Want::All)?;
-                continue;
-            }
-            holes = 0;
             offset += match piece {
                 Piece::Ram(data) => {
                     file.write_all(&data)?;
                     data.len() as u64
                 }
-                Piece::Spilled { offset, len } => {
-                    self.shared.storage()?.copy_to(offset, len, file)?;
-                    len
+                Piece::Spilled(run) => {
+                    let copied = self.copy_spilled(&run, file);
+                    let mut state = self.shared.state.write();
+                    if let Some(at) = state.pins.iter().position(|p| *p == run) {
+                        state.pins.swap_remove(at);
+                    }
+                    copied?
                 }
-                Piece::Hole => 0,
+                Piece::Hole => {
+                    let want = (total - offset).min(size - (offset & (size - 1))) as usize;
+                    fetched.resize(want, 0);
+                    self.read_exact_at(offset, &mut fetched)?;
+                    file.write_all(&fetched)?;
+                    want as u64
+                }
             };
         }
         Ok(())
+    }
+
+    /// Copies the pinned run of spilled segments `run` to `file`; how many bytes.
+    fn copy_spilled(&self, run: &Range<u64>, file: &mut File) -> io::Result<u64> {
+        let shift = self.shared.config.shift;
+        let len = {
+            let state = self.shared.state.read();
+            run.clone()
+                .map(|s| match state.index.slot(s) {
+                    Some(Slot::Disk { len, .. }) => *len as u64,
+                    _ => 0,
+                })
+                .sum::<u64>()
+        };
+        self.shared
+            .storage()?
+            .copy_to(run.start << shift, len, file)?;
+        Ok(len)
     }
 
     /// The stream's length, if known: declared with [`Builder::len`], or reached.

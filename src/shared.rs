@@ -2,6 +2,7 @@
 //! ([`State`]), where its bytes come from ([`Filler`]), and the lock order.
 
 use std::io;
+use std::ops::Range;
 use std::sync::Weak;
 
 use crate::ahead::Ahead;
@@ -117,6 +118,9 @@ pub(crate) struct State {
     pub(crate) window_start: u64,
     /// Where a stream's writes ended and when they arrived, for consumers (see `marks.rs`).
     pub(crate) marks: Marks,
+    /// Runs of segments that `save` is copying out of the spill storage: eviction passes over
+    /// them (see `tiers.rs`), so their space is not released under the copy.
+    pub(crate) pins: Vec<Range<u64>>,
 }
 
 impl State {
@@ -146,6 +150,12 @@ impl State {
     pub(crate) fn raise_window_start(&mut self, start: u64) {
         self.window_start = start;
         self.marks.drop_before(start);
+    }
+
+    /// Whether `save` holds `segment` (see `pins`).
+    #[inline]
+    pub(crate) fn pinned(&self, segment: u64) -> bool {
+        self.pins.iter().any(|run| run.contains(&segment))
     }
 
     /// After a publish: a bound right behind filled bytes is the length.
@@ -201,6 +211,7 @@ impl Shared {
             end_at_most: None,
             window_start: 0,
             marks: Marks::default(),
+            pins: Vec::new(),
         };
         Arc::new_cyclic(|me| Shared {
             config,

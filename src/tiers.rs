@@ -309,6 +309,7 @@ fn remove(list: &mut VecDeque<u64>, segment: u64) -> bool {
 
 /// CLOCK over one tier's list: the oldest segment not read since the hand last passed it,
 /// passing over those that read-ahead keeps for the latest reader (see `Ahead::protected`).
+/// Segments that `save` is copying are never chosen; `None` if they are all there is.
 fn pick(clock: &mut VecDeque<u64>, shared: &Shared) -> Option<u64> {
     let protected = shared.ahead.protected();
     let shift = shared.config.shift;
@@ -320,10 +321,11 @@ fn pick(clock: &mut VecDeque<u64>, shared: &Shared) -> Option<u64> {
     for _ in 0..=2 * clock.len() {
         let segment = clock.pop_front()?;
         match state.index.take_referenced(segment) {
-            Some(false) if !kept(segment) => return Some(segment),
+            Some(false) if !kept(segment) && !state.pinned(segment) => return Some(segment),
             Some(_) => clock.push_back(segment),
             None => {}
         }
     }
-    clock.pop_front()
+    let at = clock.iter().position(|&s| !state.pinned(s))?;
+    clock.remove(at)
 }

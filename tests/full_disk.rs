@@ -7,52 +7,11 @@
 mod common;
 
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
+use common::tmpfs::Tmpfs;
 use common::{data, expected, Rng, Scripted};
 use sparsebuf::StreamBuffer;
-
-/// A tmpfs mounted for the test, unmounted when dropped (also when the test fails).
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        if std::env::var_os("SPARSEBUF_SKIP_MOUNT_TESTS").is_some_and(|v| v == "1") {
-            eprintln!("SPARSEBUF_SKIP_MOUNT_TESTS=1: skipping the real full-disk test");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output();
-        match out {
-            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
-            Ok(out) => panic!(
-                "could not mount a {size} tmpfs at {} (needs root): {}\n\
-                 set SPARSEBUF_SKIP_MOUNT_TESTS=1 to skip this test",
-                dir.path().display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            Err(e) => panic!(
-                "could not run mount: {e}\nset SPARSEBUF_SKIP_MOUNT_TESTS=1 to skip this test"
-            ),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
 
 fn spill_into(dir: PathBuf, model: &[u8]) -> StreamBuffer {
     StreamBuffer::builder()

@@ -98,3 +98,71 @@ fn a_failure_while_writing_removes_the_temporary_and_keeps_the_old_file() {
     buf.save(&path).unwrap();
     assert_eq!(fs::read(&path).unwrap(), model);
 }
+
+/// Readers of a range source that keep its tiny budgets churning while `save` runs.
+fn churn(buf: &StreamBuffer, len: u64, stop: &std::sync::atomic::AtomicBool, seed: u64) {
+    let mut rng = common::Rng(seed);
+    let mut dst = vec![0u8; 100_000];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let at = rng.below(len);
+        let n = buf.read_at(at, &mut dst).unwrap();
+        common::check_generated(7, at, &dst[..n]);
+    }
+}
+
+/// `save` of a range source with read-ahead, under budgets that hold almost nothing, while
+/// readers churn them: each segment it copies is held until copied, or fetched straight from the
+/// source when it was evicted. It once failed: "segment 0 keeps being evicted while saving".
+fn save_under_eviction(builder: sparsebuf::Builder) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let len = 16u64 << 20;
+    let mut file = tempfile::tempfile().unwrap();
+    let mut generated = common::Generated {
+        seed: 7,
+        pos: 0,
+        len,
+        max_read: 1 << 20,
+    };
+    std::io::copy(&mut generated, &mut file).unwrap();
+    file.flush().unwrap();
+    let buf = builder
+        .memory_budget(64 * 1024)
+        .read_ahead(256 * 1024)
+        .build_ranged(file)
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("saved.bin");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for seed in 0..4 {
+            let (buf, stop) = (&buf, &stop);
+            s.spawn(move || churn(buf, len, stop, seed));
+        }
+        let saved = buf.save(&path);
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(saved.unwrap(), len);
+    });
+    let saved = fs::read(&path).unwrap();
+    common::check_generated(7, 0, &saved);
+    assert_eq!(saved.len() as u64, len);
+    assert!(buf.stats().evictions > 0, "{:?}", buf.stats());
+}
+
+#[test]
+fn save_under_eviction_with_a_full_spill_disk() {
+    let Some(fs) = common::tmpfs::Tmpfs::mount("1m") else {
+        return;
+    };
+    save_under_eviction(StreamBuffer::builder().spill_dir(fs.path()));
+}
+
+#[test]
+fn save_under_eviction_with_a_disk_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    save_under_eviction(
+        StreamBuffer::builder()
+            .spill_dir(dir.path())
+            .disk_budget(512 * 1024),
+    );
+}

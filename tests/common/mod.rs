@@ -20,6 +20,7 @@ mod location;
 pub mod moto;
 #[cfg(feature = "http")]
 pub mod nginx;
+pub mod tmpfs;
 #[cfg(feature = "http")]
 pub mod upstream;
 pub mod window_model;
