@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufRead, AsyncRead, AsyncSeek, ReadBuf};
 use crate::blocking::Blocking;
 use crate::buffer::StreamBuffer;
 use crate::error::{invalid_input, range_end};
+use crate::holds::HoldId;
 use crate::poll::Polled;
 use crate::reader::in_chunk;
 use crate::shared::Want;
@@ -63,7 +64,7 @@ const CAPACITY: usize = 64 * 1024;
 pub struct AsyncReader {
     buffer: StreamBuffer,
     /// Our hold, on a windowed stream: the next byte we will ask the buffer for.
-    hold: Option<usize>,
+    hold: Option<HoldId>,
     pos: u64,
     /// Bytes read ahead of `pos` for `AsyncBufRead`: `chunk[start..end]` are those at `pos`.
     chunk: Vec<u8>,
@@ -73,6 +74,8 @@ pub struct AsyncReader {
     fetch: Option<(u64, Blocking<Vec<u8>>)>,
     /// A seek under way: `SeekFrom::End` waiting for the length, with the offset from it.
     seek: Option<Seeking>,
+    /// This cursor's key for its waker (see `Publish::register`), taken out when it is dropped.
+    key: u64,
 }
 
 enum Seeking {
@@ -89,6 +92,7 @@ impl AsyncReader {
             .window
             .is_some()
             .then(|| shared.holds.add_cursor(pos));
+        let key = shared.publish.key();
         AsyncReader {
             buffer,
             hold,
@@ -98,6 +102,7 @@ impl AsyncReader {
             end: 0,
             fetch: None,
             seek: None,
+            key,
         }
     }
 
@@ -142,7 +147,7 @@ impl AsyncReader {
                 return Poll::Ready(Ok(n));
             }
             let shared = self.buffer.shared();
-            match shared.poll_some(self.pos, dst, cx.waker()) {
+            match shared.poll_some(self.pos, dst, self.key, cx.waker()) {
                 Polled::Ready(done) => return Poll::Ready(done),
                 Polled::Pending => return Poll::Pending,
                 Polled::Blocking => {
@@ -281,8 +286,10 @@ impl AsyncSeek for AsyncReader {
 
 impl Drop for AsyncReader {
     fn drop(&mut self) {
+        let shared = self.buffer.shared();
+        shared.publish.forget(self.key);
         if let Some(id) = self.hold {
-            self.buffer.shared().holds.remove(id);
+            shared.holds.remove(id);
         }
     }
 }

@@ -23,10 +23,12 @@ impl AsyncWrite for Writer {
         loop {
             match writer.write_some(buf, false) {
                 Ok(written) => return Poll::Ready(written),
-                Err(generation) => {
+                Err(blocked) => {
                     let shared = writer.shared();
-                    if shared.holds.register(generation, cx.waker()) {
+                    if shared.holds.register(&blocked, cx.waker()) {
                         shared.writer_waits.fetch_add(1, Ordering::Relaxed);
+                        // Readers look again (see `Holds::blocking_own`).
+                        shared.publish.notify();
                         return Poll::Pending;
                     }
                 }

@@ -552,6 +552,14 @@ impl StreamBuffer {
         }
     }
 
+    /// For loom models only: how many fan-out consumers are registered (each ended one is
+    /// unregistered).
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn registered_consumers(&self) -> u64 {
+        self.shared.taps.consumers()
+    }
+
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
         StreamBuffer { shared }
     }

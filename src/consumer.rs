@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::sync::{Condvar as StdCondvar, Mutex as StdMutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex as StdMutex;
+use std::time::Duration;
 
 use crossbeam_channel::unbounded;
 
@@ -14,11 +14,13 @@ use crate::deliver::{
     ask, finished, guard, panicked, Callback, Deliver, OnDone, Sampler, SharedCallback,
 };
 use crate::feed::{Feed, Polled};
+use crate::holds::HoldId;
 use crate::inline::{Inline, InlineControl};
 use crate::pool::Pool;
 use crate::report::Report;
 use crate::shared::Shared;
-use crate::sync::{spawn_joinable, Arc, AtomicBool, JoinHandle, Ordering};
+use crate::stop::Stop;
+use crate::sync::{spawn_joinable, Arc, JoinHandle};
 
 /// Where a consumer's callbacks run.
 #[derive(Clone, Debug)]
@@ -30,6 +32,8 @@ pub(crate) enum Where {
 
 /// A consumer's settings, checked by `Emit`.
 pub(crate) struct Plan {
+    /// Its stop signal (a sink's callback sleeps on it between retries).
+    pub(crate) stop: Arc<Stop>,
     /// Hold each chunk until it was delivered (a sink's), not only until it was taken.
     pub(crate) keep: bool,
     pub(crate) shared: Arc<Shared>,
@@ -53,7 +57,10 @@ impl Plan {
 /// A running consumer, made by [`Emit::start`](crate::Emit::start).
 ///
 /// [`join`](Consumer::join) waits for its end. Dropping a `Consumer` stops it: it ends after
-/// the chunk in flight, without waiting, and its hold on the buffer goes.
+/// the chunk in flight, without waiting, and its hold on the buffer goes at once, whatever its
+/// callback or sink is doing (a callback stuck for good only keeps its own thread), so the
+/// writer of a windowed stream never waits for a dropped consumer. A sink waiting to retry
+/// stops waiting.
 ///
 /// # Examples
 ///
@@ -83,13 +90,14 @@ impl Plan {
 pub struct Consumer {
     shared: Arc<Shared>,
     run: Run,
+    /// The consumer's hold, released when it is dropped.
+    hold: Option<HoldId>,
+    /// Set when it is dropped: ends its loop and cuts its sleeps short.
+    stop: Arc<Stop>,
 }
 
 enum Run {
-    Thread {
-        handle: Option<JoinHandle<io::Result<Report>>>,
-        stop: Arc<Stop>,
-    },
+    Thread(Option<JoinHandle<io::Result<Report>>>),
     Inline(Arc<dyn InlineControl>),
 }
 
@@ -103,9 +111,9 @@ impl Consumer {
     /// [`Other`](io::ErrorKind::Other)), or the stream's error if it failed before the end.
     pub fn join(mut self) -> io::Result<Report> {
         match &mut self.run {
-            Run::Thread { handle, .. } => match handle.take().map(JoinHandle::join) {
+            Run::Thread(handle) => match handle.take().map(JoinHandle::join) {
                 Some(Ok(result)) => result,
-                Some(Err(panic)) => Err(panicked(panic)),
+                Some(Err(panic)) => Err(panicked(panic.as_ref())),
                 None => Err(io::Error::other("the consumer was already joined")),
             },
             Run::Inline(inline) => inline.wait(),
@@ -116,16 +124,19 @@ impl Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         match &self.run {
-            Run::Thread {
-                handle: Some(_),
-                stop,
-            } => {
-                stop.set();
+            Run::Thread(Some(_)) => {
+                self.stop.set();
+                if let Some(hold) = self.hold.take() {
+                    self.shared.holds.remove(hold);
+                }
                 // Wakes the thread if it waits for bytes.
                 self.shared.publish.notify();
             }
-            Run::Thread { handle: None, .. } => {}
-            Run::Inline(inline) => inline.stop(&self.shared),
+            Run::Thread(None) => {}
+            Run::Inline(inline) => {
+                self.stop.set();
+                inline.stop(&self.shared);
+            }
         }
     }
 }
@@ -136,49 +147,6 @@ impl fmt::Debug for Consumer {
         f.debug_struct("Consumer")
             .field("inline", &inline)
             .finish_non_exhaustive()
-    }
-}
-
-/// A consumer thread's stop signal, which also cuts a sampler's pause short.
-pub(crate) struct Stop {
-    set: AtomicBool,
-    lock: StdMutex<()>,
-    cond: StdCondvar,
-}
-
-impl Stop {
-    fn new() -> Self {
-        Stop {
-            set: AtomicBool::new(false),
-            lock: StdMutex::new(()),
-            cond: StdCondvar::new(),
-        }
-    }
-
-    fn set(&self) {
-        self.set.store(true, Ordering::Release);
-        let _lock = self.lock.lock();
-        self.cond.notify_all();
-    }
-
-    fn is_set(&self) -> bool {
-        self.set.load(Ordering::Acquire)
-    }
-
-    /// Sleeps for `pause`, or until stopped.
-    fn sleep(&self, pause: Duration) {
-        let deadline = Instant::now() + pause;
-        let mut lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        while !self.is_set() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            lock = match self.cond.wait_timeout(lock, left) {
-                Ok((lock, _)) => lock,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-        }
     }
 }
 
@@ -200,6 +168,8 @@ pub(crate) fn start_serial<T: Send + 'static>(
             Ok(Consumer {
                 shared: plan.shared,
                 run: Run::Inline(inline),
+                hold: None,
+                stop: plan.stop,
             })
         }
         Where::Thread => {
@@ -352,11 +322,12 @@ fn spawn<B>(plan: Plan, body: B) -> io::Result<Consumer>
 where
     B: FnOnce(&Shared, &mut Feed, &Stop) -> io::Result<()> + Send + 'static,
 {
-    let stop = Arc::new(Stop::new());
+    let stop = plan.stop.clone();
     let mut owned = Owned {
         feed: plan.feed(true),
         shared: plan.shared.clone(),
     };
+    let hold = owned.feed.hold();
     let thread_stop = stop.clone();
     let handle = spawn_joinable("sparsebuf-consumer", move || {
         let Owned { shared, feed } = &mut owned;
@@ -365,10 +336,9 @@ where
     })?;
     Ok(Consumer {
         shared: plan.shared,
-        run: Run::Thread {
-            handle: Some(handle),
-            stop,
-        },
+        run: Run::Thread(Some(handle)),
+        hold,
+        stop,
     })
 }
 
@@ -404,9 +374,14 @@ fn next_chunk(shared: &Shared, feed: &mut Feed, stop: &Stop) -> io::Result<Optio
     }
 }
 
-/// A sampler's pause: lets go of the hold, sleeps, and resumes at the live edge.
+/// A sampler's pause: lets go of the hold, sleeps (until the pause is over, the consumer is
+/// stopped, or the stream ended or failed: a pause of any length ends with the stream), and
+/// resumes at the live edge.
 fn pause_for(shared: &Shared, feed: &mut Feed, stop: &Stop, pause: Duration) {
     feed.pause(shared);
-    stop.sleep(pause);
+    stop.sleep(pause, || {
+        let state = shared.state.read();
+        state.complete || state.error.is_some()
+    });
     feed.resume(shared);
 }

@@ -6,6 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use crate::chunk::Chunk;
+use crate::error::panic_message;
 use crate::sync::Arc;
 
 pub(crate) type Callback<T> = Box<dyn FnMut(Chunk) -> io::Result<T> + Send>;
@@ -50,14 +51,11 @@ pub(crate) fn ask(sampler: &mut Sampler) -> io::Result<Option<Duration>> {
 
 /// Runs user code; a panic becomes an error.
 pub(crate) fn guard<R>(f: impl FnOnce() -> R) -> io::Result<R> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(panicked)
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| panicked(panic.as_ref()))
 }
 
-pub(crate) fn panicked(panic: Box<dyn std::any::Any + Send>) -> io::Error {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into());
+/// A callback's panic as an error.
+pub(crate) fn panicked(panic: &(dyn std::any::Any + Send)) -> io::Error {
+    let message = panic_message(panic);
     io::Error::other(format!("a consumer's callback panicked: {message}"))
 }

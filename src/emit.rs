@@ -13,6 +13,7 @@ use crate::pool::Pool;
 use crate::retry::RetryPolicy;
 use crate::shared::Filler;
 use crate::sink::{self, Sink};
+use crate::stop::Stop;
 use crate::StreamBuffer;
 
 /// Marker of an [`Emit`] whose callback gets one chunk at a time (`FnMut`).
@@ -163,7 +164,8 @@ impl Emit<(), Serial> {
     pub fn sink<S: Sink + 'static>(self, sink: S) -> io::Result<Consumer> {
         let retry = self.retry.clone();
         let (plan, on_done, sampler) = self.plan(true)?;
-        consumer::start_serial(plan, sink::callback(sink, retry), on_done, sampler)
+        let callback = sink::callback(sink, retry, plan.stop.clone());
+        consumer::start_serial(plan, callback, on_done, sampler)
     }
 }
 
@@ -307,6 +309,7 @@ impl<T, M> Emit<T, M> {
             }
         }
         let plan = Plan {
+            stop: crate::sync::Arc::new(Stop::new()),
             keep,
             shared: self.buffer.shared_arc(),
             chunk_size: self.chunk_size as u64,

@@ -201,6 +201,17 @@ impl StdError for Context {
     }
 }
 
+/// The message of a panic's payload (a `&str` or a `String`, as `panic!` makes them).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
 /// `offset + len` as the end of a byte range, or `InvalidInput` if it overflows `u64`.
 pub(crate) fn range_end(offset: u64, len: usize) -> io::Result<u64> {
     u64::try_from(len)

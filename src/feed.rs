@@ -14,6 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::chunk::{Bin, Chunk};
+use crate::holds::HoldId;
 use crate::shared::{Filler, Shared, State};
 use crate::sync::Arc;
 
@@ -46,7 +47,7 @@ pub(crate) struct Feed {
     received: Option<Instant>,
     bin: Arc<Bin>,
     /// The consumer's pinned hold (see `holds.rs`), and where it is; `None` if it holds nothing.
-    hold: Option<usize>,
+    hold: Option<HoldId>,
     held_at: u64,
     /// Hold from `released` (the first chunk not yet delivered), not from `pos`.
     keep: bool,
@@ -110,6 +111,11 @@ impl Feed {
     pub(crate) fn release(&mut self, shared: &Shared) {
         self.released = self.start;
         self.move_hold(shared);
+    }
+
+    /// The consumer's hold, if it has one (for its `Consumer` to release when dropped).
+    pub(crate) fn hold(&self) -> Option<HoldId> {
+        self.hold
     }
 
     /// The next byte to take.

@@ -14,7 +14,14 @@
 //!
 //! A thread must not wait for itself. Each hold remembers the thread that last moved it, and a
 //! thread that would wait on a hold of its own gets an error instead (see
-//! [`Error::WindowFull`](crate::Error::WindowFull)).
+//! [`Error::WindowFull`](crate::Error::WindowFull)): a thread that pulls meets its own hold
+//! when it checks, and a reader of a push stream, which only waits for the `Writer`, asks
+//! [`Holds::blocking_own`] before it waits (the writer announces that it is blocked, so the
+//! reader looks again).
+//!
+//! A hold's id carries a generation: a hold removed by one owner (a dropped `Consumer`, whose
+//! thread may be stuck in a callback) and reused by another cursor is never moved by the first
+//! owner's stale id.
 
 use std::task::Waker;
 
@@ -27,13 +34,20 @@ pub(crate) struct Holds {
     moved: Condvar,
 }
 
-/// The holds in a slab: a hold's id is its index, reused after it is removed, so moving a hold
-/// (once per cursor refill) is O(1) however many cursors there are.
+/// The holds in a slab: a hold's id is its index and the slot's generation, the index reused
+/// after it is removed, so moving a hold (once per cursor refill) is O(1) however many cursors
+/// there are.
 struct Inner {
     entries: Vec<Option<Entry>>,
+    /// Per slot, bumped each time its hold is removed: ids of removed holds go stale.
+    generations: Vec<u64>,
     free: Vec<usize>,
     /// A writer found every droppable segment held: the next change must wake it.
     waiting: bool,
+    /// A push `Writer` parked (sleeping, or its task pending) on these bytes, which it needs to
+    /// drop, and whether only pinned holds count, at this generation: valid until the next
+    /// change bumps it.
+    parked: Option<Block>,
     /// Bumped, under the lock, by each change made while a writer was waiting.
     generation: u64,
     /// Async writers waiting for the next bump (see [`Holds::register`]).
@@ -49,6 +63,13 @@ struct Entry {
     pinned: bool,
 }
 
+/// A hold's id: its slot and the slot's generation when it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HoldId {
+    index: usize,
+    generation: u64,
+}
+
 /// The writer cannot drop the segment it needs to: some reader still needs its bytes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Blocked {
@@ -56,6 +77,18 @@ pub(crate) struct Blocked {
     pub(crate) generation: u64,
     /// A blocking hold made by the calling thread itself, if any: waiting would never end.
     pub(crate) own: Option<u64>,
+    /// What was checked.
+    block: Block,
+}
+
+/// The bytes `[from, to)` a writer needs to drop, and whether only pinned holds count, when it
+/// found them held at `generation`.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    from: u64,
+    to: u64,
+    pins_only: bool,
+    generation: u64,
 }
 
 impl Holds {
@@ -63,8 +96,10 @@ impl Holds {
         Holds {
             inner: Mutex::new(Inner {
                 entries: Vec::new(),
+                generations: Vec::new(),
                 free: Vec::new(),
                 waiting: false,
+                parked: None,
                 generation: 0,
                 wakers: Vec::new(),
             }),
@@ -73,7 +108,7 @@ impl Holds {
     }
 
     /// A new hold at `at`, owned by the calling thread; returns its id.
-    pub(crate) fn add(&self, at: u64) -> usize {
+    pub(crate) fn add(&self, at: u64) -> HoldId {
         self.add_entry(at, false)
     }
 
@@ -82,7 +117,7 @@ impl Holds {
     /// between threads and share them with other tasks. Move it with
     /// [`move_to`](Holds::move_to). (Async reads go piece by piece, so they never wait for their
     /// own hold: see `poll.rs`.)
-    pub(crate) fn add_cursor(&self, at: u64) -> usize {
+    pub(crate) fn add_cursor(&self, at: u64) -> HoldId {
         let entry = Some(Entry {
             at,
             thread: None,
@@ -93,9 +128,9 @@ impl Holds {
 
     #[cfg(feature = "tokio")]
     /// Moves hold `id` to `at`, leaving its owner as it is.
-    pub(crate) fn move_to(&self, id: usize, at: u64) {
+    pub(crate) fn move_to(&self, id: HoldId, at: u64) {
         let mut inner = self.inner.lock();
-        if let Some(Some(entry)) = inner.entries.get_mut(id) {
+        if let Some(entry) = inner.entry(id) {
             entry.at = at;
         }
         self.changed(inner);
@@ -103,11 +138,11 @@ impl Holds {
 
     /// A new pinned hold (a consumer's) at `at`; see the module docs. The caller holds the
     /// tiers lock and read `at` from the window start under it, so no slide passes it meanwhile.
-    pub(crate) fn add_pinned(&self, at: u64) -> usize {
+    pub(crate) fn add_pinned(&self, at: u64) -> HoldId {
         self.add_entry(at, true)
     }
 
-    fn add_entry(&self, at: u64, pinned: bool) -> usize {
+    fn add_entry(&self, at: u64, pinned: bool) -> HoldId {
         let entry = Some(Entry {
             at,
             thread: (!pinned).then(current_thread),
@@ -116,39 +151,76 @@ impl Holds {
         self.insert(entry)
     }
 
-    fn insert(&self, entry: Option<Entry>) -> usize {
+    fn insert(&self, entry: Option<Entry>) -> HoldId {
         let mut inner = self.inner.lock();
-        match inner.free.pop() {
-            Some(id) => {
-                inner.entries[id] = entry;
-                id
+        let index = match inner.free.pop() {
+            Some(index) => {
+                inner.entries[index] = entry;
+                index
             }
             None => {
                 inner.entries.push(entry);
+                inner.generations.push(0);
                 inner.entries.len() - 1
             }
+        };
+        HoldId {
+            index,
+            generation: inner.generations[index],
         }
     }
 
     /// Moves hold `id` to `at`, now owned by the calling thread.
-    pub(crate) fn set(&self, id: usize, at: u64) {
+    pub(crate) fn set(&self, id: HoldId, at: u64) {
         let thread = current_thread();
         let mut inner = self.inner.lock();
-        if let Some(Some(entry)) = inner.entries.get_mut(id) {
+        if let Some(entry) = inner.entry(id) {
             entry.at = at;
             entry.thread = Some(thread);
         }
         self.changed(inner);
     }
 
-    /// Removes hold `id`.
-    pub(crate) fn remove(&self, id: usize) {
+    /// Removes hold `id` (a stale id, of a hold removed already, changes nothing).
+    pub(crate) fn remove(&self, id: HoldId) {
         let mut inner = self.inner.lock();
-        if let Some(entry @ Some(_)) = inner.entries.get_mut(id) {
-            *entry = None;
-            inner.free.push(id);
+        if inner.entry(id).is_some() {
+            inner.entries[id.index] = None;
+            inner.generations[id.index] += 1;
+            inner.free.push(id.index);
         }
         self.changed(inner);
+    }
+
+    /// A push `Writer` that got `blocked` is about to wait for a change (see
+    /// [`blocking_own`](Holds::blocking_own)).
+    pub(crate) fn park(&self, blocked: &Blocked) {
+        self.inner.lock().parked = Some(blocked.block);
+    }
+
+    /// For a reader about to wait for a push stream's `Writer`: if the writer is parked waiting
+    /// for room and a hold of the calling thread is what it waits for, that hold's offset
+    /// (waiting would never end). The writer publishes a wake-up when it parks, so a reader that
+    /// looked before that looks again.
+    pub(crate) fn blocking_own(&self) -> Option<u64> {
+        let inner = self.inner.lock();
+        let Block {
+            from,
+            to,
+            pins_only,
+            generation,
+        } = inner.parked?;
+        if generation != inner.generation {
+            return None;
+        }
+        let me = current_thread();
+        inner
+            .entries
+            .iter()
+            .flatten()
+            .filter(|e| (from..to).contains(&e.at) && (e.pinned || !pins_only))
+            .find(|e| e.thread == Some(me))
+            .map(|e| e.at)
     }
 
     fn changed(&self, mut inner: crate::sync::MutexGuard<'_, Inner>) {
@@ -165,13 +237,15 @@ impl Holds {
     }
 
     #[cfg(feature = "tokio")]
-    /// For an async writer that got [`Blocked`]: leaves `waker` to be woken by the next change
-    /// after `generation`. `false` if one came already: try again instead of waiting.
-    pub(crate) fn register(&self, generation: u64, waker: &Waker) -> bool {
+    /// For an async writer that got [`Blocked`]: parks it (see [`park`](Holds::park)) and leaves
+    /// `waker` to be woken by the next change after its generation. `false` if one came
+    /// already: try again instead of waiting.
+    pub(crate) fn register(&self, blocked: &Blocked, waker: &Waker) -> bool {
         let mut inner = self.inner.lock();
-        if inner.generation != generation {
+        if inner.generation != blocked.generation {
             return false;
         }
+        inner.parked = Some(blocked.block);
         // `check` set `waiting` when it returned `Blocked`; a change since would have bumped.
         inner.waiting = true;
         match inner.wakers.iter_mut().find(|w| w.will_wake(waker)) {
@@ -215,9 +289,16 @@ impl Holds {
         let me = current_thread();
         let own = blocking.find(|e| e.thread == Some(me)).map(|e| e.at);
         inner.waiting = true;
+        let generation = inner.generation;
         Err(Blocked {
-            generation: inner.generation,
+            generation,
             own,
+            block: Block {
+                from,
+                to,
+                pins_only,
+                generation,
+            },
         })
     }
 
@@ -230,10 +311,20 @@ impl Holds {
     }
 }
 
+impl Inner {
+    /// The live hold `id`, if its id is not stale.
+    fn entry(&mut self, id: HoldId) -> Option<&mut Entry> {
+        if self.generations.get(id.index) != Some(&id.generation) {
+            return None;
+        }
+        self.entries.get_mut(id.index)?.as_mut()
+    }
+}
+
 /// A hold for the duration of one call (`read_at`, `wait_for`), removed when dropped.
 pub(crate) struct Held<'a> {
     holds: &'a Holds,
-    id: usize,
+    id: HoldId,
 }
 
 impl<'a> Held<'a> {
@@ -303,13 +394,37 @@ mod tests {
         holds.remove(a);
         holds.remove(a); // twice: no effect
         let c = holds.add(30);
-        assert_eq!(c, a);
+        assert_eq!(c.index, a.index);
+        assert_ne!(c, a, "a reused slot has a new generation");
+        holds.set(a, 0); // the stale id moves nothing
+        holds.remove(a); // nor removes anything
+        assert_eq!(holds.check(0, 31).unwrap_err().own, Some(30));
         assert!(holds.check(0, 20).is_ok());
         assert_eq!(holds.check(0, 21).unwrap_err().own, Some(20));
         holds.remove(b);
         holds.set(b, 5); // removed: no effect
         assert!(holds.check(0, 30).is_ok());
         assert_eq!(holds.check(30, 31).unwrap_err().own, Some(30));
+    }
+
+    /// Only a parked writer, blocked by this very thread and with nothing changed since, makes
+    /// a push reader fail instead of waiting (a writer that met a hold and went on without
+    /// waiting once made consumers fail with `WindowFull`).
+    #[test]
+    fn blocking_own_needs_a_parked_writer_and_an_own_hold() {
+        let holds = Holds::new();
+        let mine = holds.add(10);
+        let blocked = holds.check(0, 64).unwrap_err();
+        assert_eq!(holds.blocking_own(), None, "not parked");
+        holds.park(&blocked);
+        assert_eq!(holds.blocking_own(), Some(10));
+        holds.set(mine, 64); // a change: the park is stale
+        assert_eq!(holds.blocking_own(), None);
+        let blocked = holds.check(0, 65).unwrap_err();
+        holds.park(&blocked);
+        assert_eq!(holds.blocking_own(), Some(64));
+        holds.remove(mine);
+        assert_eq!(holds.blocking_own(), None);
     }
 
     #[test]
@@ -347,12 +462,12 @@ mod tests {
         let blocked = holds.check(0, 64).unwrap_err();
         // An async cursor's hold is no thread's own.
         assert_eq!(blocked.own, None);
-        assert!(holds.register(blocked.generation, &waker));
+        assert!(holds.register(&blocked, &waker));
         assert_eq!(count.0.load(Ordering::SeqCst), 0);
         holds.move_to(cursor, 64);
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         // A generation that moved already: refused, the writer tries again.
-        assert!(!holds.register(blocked.generation, &waker));
+        assert!(!holds.register(&blocked, &waker));
         assert!(holds.check(0, 64).is_ok());
     }
 }

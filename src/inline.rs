@@ -2,13 +2,13 @@
 //! `taps.rs`), on its thread, through the same feed as consumer threads.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::deliver::Deliver;
 use crate::feed::{Feed, Polled};
 use crate::report::Report;
 use crate::shared::Shared;
-use crate::sync::{current_thread, Arc, AtomicBool, Condvar, Mutex, Ordering, ThreadId};
+use crate::sync::{current_thread, fence, Arc, AtomicBool, Condvar, Mutex, Ordering, ThreadId};
 use crate::taps::Tap;
 
 /// What a `Consumer` needs of its inline consumer.
@@ -75,6 +75,17 @@ impl<T: Send + 'static> Inline<T> {
         *self.feeding.lock() = Some(current_thread());
         let more = self.run(shared, &mut state);
         *self.feeding.lock() = None;
+        drop(state);
+        // A stop that found the lock taken left the end to this thread: with the fences, either
+        // this sees the stop, or the stop's `try_lock` saw the lock free (see `stop`).
+        fence(Ordering::SeqCst);
+        if more && self.stop.load(Ordering::SeqCst) {
+            let mut state = self.state.lock();
+            if state.outcome.is_none() {
+                self.end(shared, &mut state, Ok(()));
+            }
+            return false;
+        }
         more
     }
 
@@ -95,7 +106,7 @@ impl<T: Send + 'static> Inline<T> {
                 Polled::Chunk(chunk) => match state.deliver.as_mut().map(|d| d.deliver(chunk)) {
                     Some(Ok(pause)) => {
                         if let Some(pause) = pause {
-                            state.resume_at = Instant::now().checked_add(pause);
+                            state.resume_at = Some(resume_at(pause));
                         }
                     }
                     Some(Err(error)) => return self.end(shared, state, Err(error)),
@@ -118,6 +129,15 @@ impl<T: Send + 'static> Inline<T> {
     }
 }
 
+/// When a pause of `pause` ends: any length is a pause (one past what an `Instant` holds lasts
+/// a century, which the end of the stream cuts short).
+fn resume_at(pause: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(pause)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 impl<T: Send + 'static> Tap for Inline<T> {
     fn deliver(&self, shared: &Shared) -> bool {
         self.feed(shared)
@@ -135,16 +155,19 @@ impl<T: Send + 'static> InlineControl for Inline<T> {
         }
     }
 
+    /// Never waits: if the producer is feeding the consumer right now (its callback running,
+    /// on this thread or another), the producer ends it after that chunk.
     fn stop(&self, shared: &Shared) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.store(true, Ordering::SeqCst);
         shared.taps.remove(self as *const Self as *const ());
         if *self.feeding.lock() == Some(current_thread()) {
-            // A callback of this consumer stops it: the loop ends after this chunk.
             return;
         }
-        let mut state = self.state.lock();
-        if state.outcome.is_none() {
-            self.end(shared, &mut state, Ok(()));
+        fence(Ordering::SeqCst);
+        if let Some(mut state) = self.state.try_lock() {
+            if state.outcome.is_none() {
+                self.end(shared, &mut state, Ok(()));
+            }
         }
     }
 }

@@ -143,6 +143,7 @@ mod source;
 mod spill;
 mod spiller;
 mod stats;
+mod stop;
 mod sync;
 mod taps;
 mod tiers;
@@ -165,7 +166,7 @@ pub use index::Location;
 #[cfg(feature = "object-store")]
 pub use object::{
     upload, ObjectSink, ObjectSource, Upload, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
-    MIN_PART_SIZE,
+    MAX_PART_SIZE, MIN_PART_SIZE,
 };
 pub use pool::Pool;
 pub use reader::Reader;

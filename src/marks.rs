@@ -10,7 +10,11 @@
 //!
 //! Memory: a mark is 24 bytes, one per write while consumers are registered, one per segment
 //! otherwise. Marks behind the window start go with the bytes, and a mark that cannot be
-//! allocated extends the previous one.
+//! allocated extends the previous one. The marks are bounded by the memory budget: past one
+//! mark per 384 bytes of it (1/16 of the budget in marks, at least 64 marks), neighbouring marks
+//! are merged in pairs, keeping the later end and the earlier time. A merged mark still ends
+//! where a write ended, so a `clip(false)` chunk still ends at a write's end; it may then hold
+//! more writes than the fewest that reach its size.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -23,14 +27,31 @@ struct Mark {
 }
 
 /// The marks of one stream, in offset order. Guarded by the index lock.
-#[derive(Default)]
 pub(crate) struct Marks {
     marks: VecDeque<Mark>,
     /// When the first byte of the write under way (published, not yet ended) arrived.
     open: Option<Instant>,
+    /// The most marks kept before neighbours are merged.
+    limit: usize,
+}
+
+impl Default for Marks {
+    fn default() -> Self {
+        Marks::for_budget(0)
+    }
 }
 
 impl Marks {
+    /// Marks for a buffer with `memory_budget` bytes of RAM: at most 1/16 of it (at least 64).
+    pub(crate) fn for_budget(memory_budget: usize) -> Self {
+        let limit = (memory_budget / (16 * std::mem::size_of::<Mark>())).max(64);
+        Marks {
+            marks: VecDeque::new(),
+            open: None,
+            limit,
+        }
+    }
+
     /// A write's first bytes, which arrived `at`, are being published.
     pub(crate) fn begin(&mut self, at: Instant) {
         self.open.get_or_insert(at);
@@ -51,6 +72,27 @@ impl Marks {
             return;
         }
         self.marks.push_back(Mark { end, at });
+        if self.marks.len() > self.limit {
+            self.merge_pairs();
+        }
+    }
+
+    /// Halves the marks: each pair becomes one mark with the later end and the earlier time.
+    fn merge_pairs(&mut self) {
+        let old = std::mem::take(&mut self.marks);
+        let mut merged = VecDeque::with_capacity(old.len() / 2 + 1);
+        let mut pairs = old.into_iter();
+        while let Some(first) = pairs.next() {
+            let end = pairs.next().map_or(first.end, |second| second.end);
+            merged.push_back(Mark { end, at: first.at });
+        }
+        self.marks = merged;
+    }
+
+    /// How many marks are kept (for tests of their bound).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.marks.len()
     }
 
     /// Forgets the marks of writes that ended at or before `start` (the window moved past them).
@@ -102,6 +144,29 @@ mod tests {
         assert_eq!(m.arrival(30), None);
         m.drop_before(30);
         assert_eq!(m.arrival(0), None);
+    }
+
+    /// Pins the bound: with a consumer registered, 10 million 1-byte writes once kept 10 million
+    /// marks (230 MiB with a 1 MiB budget).
+    #[test]
+    fn marks_stay_within_the_budget_and_still_end_at_writes() {
+        let mut m = Marks::for_budget(64 * 1024);
+        let t0 = Instant::now();
+        for end in 1..=100_000u64 {
+            m.begin(t0 + Duration::from_nanos(end));
+            m.record(end * 3);
+        }
+        assert!(m.len() <= 64 * 1024 / 384, "{}", m.len());
+        assert!(m.len() >= 64 * 1024 / 384 / 2, "{}", m.len());
+        // Every kept end is a write's end, and the ends still cover the stream in order.
+        let mut at = 0;
+        while let Some(end) = m.end_at_least(at + 1) {
+            assert_eq!(end % 3, 0, "{end} is not where a write ended");
+            assert!(end > at);
+            at = end;
+        }
+        assert_eq!(at, 300_000);
+        assert_eq!(m.arrival(0), Some(t0 + Duration::from_nanos(1)));
     }
 
     #[test]

@@ -12,16 +12,19 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use object_store::path::Path;
-use object_store::{MultipartUpload, ObjectStore, PutPayload};
+use object_store::{GetOptions, GetRange, MultipartUpload, ObjectStore, PutPayload};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 use crate::error::invalid_input;
 use crate::sink::Sink;
 use crate::source::RangeSource;
+use crate::validators::Validators;
 
 /// The smallest part S3 accepts for any part but the last (GCS and Azure accept it too).
 pub const MIN_PART_SIZE: usize = 5 << 20;
+/// The largest part S3 accepts.
+pub const MAX_PART_SIZE: u64 = 5 << 30;
 /// The default part size.
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
 /// The default number of parts uploading at once.
@@ -132,12 +135,14 @@ impl ObjectSink {
         }
     }
 
-    /// Parts of `bytes` bytes (every part but the last).
+    /// Parts of `bytes` bytes (every part but the last). A part's memory grows as it fills;
+    /// it is not reserved whole up front.
     ///
     /// # Errors
     ///
     /// [`InvalidInput`](io::ErrorKind::InvalidInput) below [`MIN_PART_SIZE`], which S3 would
-    /// only refuse when the upload completes.
+    /// only refuse when the upload completes, and above [`MAX_PART_SIZE`] (5 GiB, S3's
+    /// largest).
     pub fn part_size(mut self, bytes: usize) -> io::Result<ObjectSink> {
         check_part_size(bytes)?;
         self.part_size = bytes;
@@ -217,8 +222,10 @@ impl ObjectSink {
 
     fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
         if self.part.is_empty() {
-            // A part's room at once: no reallocation (and copy) as it fills.
-            self.part.reserve(self.part_size.max(chunk.len()));
+            // Room for a default part at once (no reallocation as a default part fills); a
+            // larger part grows as it fills, so a huge part size costs only what is written.
+            self.part
+                .reserve(self.part_size.min(DEFAULT_PART_SIZE).max(chunk.len()));
         }
         self.part.extend_from_slice(chunk);
         self.written += chunk.len() as u64;
@@ -257,6 +264,11 @@ fn check_part_size(bytes: usize) -> io::Result<()> {
     if bytes < MIN_PART_SIZE {
         return Err(invalid_input(format!(
             "part size {bytes} is below the object stores' minimum of {MIN_PART_SIZE} bytes"
+        )));
+    }
+    if bytes as u64 > MAX_PART_SIZE {
+        return Err(invalid_input(format!(
+            "part size {bytes} is above S3's largest part of {MAX_PART_SIZE} bytes (5 GiB)"
         )));
     }
     Ok(())
@@ -431,10 +443,20 @@ impl io::Write for Upload {
 /// [`Builder::build_ranged`](crate::Builder::build_ranged) this reads a large object at
 /// scattered offsets without downloading it, keeping what was fetched in the buffer (RAM, then
 /// the local spill file) as a cache. See [`ObjectSink`] for an example.
+///
+/// **Pinned to one version.** The `HEAD` pins the object's version: every ranged `GET` carries
+/// `If-Match` with its `ETag` (and asks for its version id, on a versioned bucket), or, for a
+/// store that gives no `ETag`, `If-Unmodified-Since` with its modification time, and the answer
+/// must carry the same `ETag`. An object replaced under the buffer fails the read with an error
+/// of kind [`InvalidData`](io::ErrorKind::InvalidData) ("the object changed: ..."), never a
+/// buffer holding bytes of two versions; so does every later fetch.
 pub struct ObjectSource {
     store: Arc<dyn ObjectStore>,
     path: Path,
     len: u64,
+    meta: object_store::ObjectMeta,
+    /// Set once a fetch found the object changed: every later fetch fails with it.
+    changed: OnceLock<String>,
 }
 
 impl ObjectSource {
@@ -454,7 +476,30 @@ impl ObjectSource {
             store,
             path,
             len: meta.size,
+            meta,
+            changed: OnceLock::new(),
         })
+    }
+
+    /// The `GET` options of a ranged fetch: the range and the pinned version.
+    fn options(&self, range: std::ops::Range<u64>) -> GetOptions {
+        let meta = &self.meta;
+        GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            if_match: meta.e_tag.clone(),
+            if_unmodified_since: meta.e_tag.is_none().then_some(meta.last_modified),
+            version: meta.version.clone(),
+            ..GetOptions::default()
+        }
+    }
+
+    /// The object changed under the buffer: this fetch and every later one fail.
+    fn changed(&self, what: String) -> io::Error {
+        let what = self.changed.get_or_init(|| what);
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the object changed: {}: {what}", self.path),
+        )
     }
 }
 
@@ -465,15 +510,37 @@ impl RangeSource for ObjectSource {
 
     /// One ranged `GET` for the whole run, scattered into `bufs`.
     fn read_vectored_at(&self, offset: u64, bufs: &mut [&mut [u8]]) -> io::Result<usize> {
+        if let Some(what) = self.changed.get() {
+            return Err(self.changed(what.clone()));
+        }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let end = offset.saturating_add(total as u64).min(self.len);
         if offset >= end {
             return Ok(0);
         }
-        let (store, path) = (self.store.clone(), self.path.clone());
-        let bytes = runtime()?
-            .block_on(async move { store.get_range(&path, offset..end).await })
-            .map_err(io_error)?;
+        let (store, path, options) = (
+            self.store.clone(),
+            self.path.clone(),
+            self.options(offset..end),
+        );
+        let got = runtime()?.block_on(async move {
+            let result = store.get_opts(&path, options).await?;
+            let meta = result.meta.clone();
+            result.bytes().await.map(|bytes| (meta, bytes))
+        });
+        let (meta, bytes) = match got {
+            Ok(got) => got,
+            Err(object_store::Error::Precondition { source, .. }) => {
+                return Err(self.changed(format!("the store refused the pinned version: {source}")))
+            }
+            Err(error) => return Err(io_error(error)),
+        };
+        if let (Some(pinned), got) = (&self.meta.e_tag, &meta.e_tag) {
+            if got.as_ref() != Some(pinned) {
+                let got = got.as_deref().unwrap_or("none");
+                return Err(self.changed(format!("its ETag was {pinned}, a range carries {got}")));
+            }
+        }
         let mut rest = &bytes[..bytes.len().min(total)];
         let n = rest.len();
         for buf in bufs.iter_mut() {
@@ -487,6 +554,15 @@ impl RangeSource for ObjectSource {
     fn len(&self) -> Option<u64> {
         Some(self.len)
     }
+
+    fn validators(&self) -> Validators {
+        let modified = std::time::SystemTime::from(self.meta.last_modified);
+        let validators = Validators::new().last_modified(modified);
+        match &self.meta.e_tag {
+            Some(tag) => validators.etag(tag.clone()),
+            None => validators,
+        }
+    }
 }
 
 impl fmt::Debug for ObjectSource {
@@ -494,6 +570,8 @@ impl fmt::Debug for ObjectSource {
         f.debug_struct("ObjectSource")
             .field("path", &self.path)
             .field("len", &self.len)
+            .field("e_tag", &self.meta.e_tag)
+            .field("version", &self.meta.version)
             .finish_non_exhaustive()
     }
 }

@@ -26,7 +26,8 @@ pub(crate) enum Polled {
 
 impl Shared {
     /// A cursor's read (`Want::Some`: at least one byte, or the end) that never blocks.
-    pub(crate) fn poll_some(&self, offset: u64, buf: &mut [u8], waker: &Waker) -> Polled {
+    /// `key`: the cursor's, under which its waker waits (see `Publish::register`).
+    pub(crate) fn poll_some(&self, offset: u64, buf: &mut [u8], key: u64, waker: &Waker) -> Polled {
         let end = match range_end(offset, buf.len()) {
             Ok(end) => end,
             Err(error) => return Polled::Ready(Err(error)),
@@ -64,7 +65,7 @@ impl Shared {
                 // Its `Writer` will publish.
                 Filler::Push => {}
             }
-            if self.publish.register(seen, waker) {
+            if self.publish.register(seen, key, waker) {
                 return Polled::Pending;
             }
         }

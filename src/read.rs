@@ -173,8 +173,17 @@ impl Shared {
         let shared = self;
         let writer = match &shared.filler {
             Filler::Pull(writer) => writer,
-            // A push stream's readers only wait: its `Writer` is the only producer.
+            // A push stream's readers only wait: its `Writer` is the only producer. Unless the
+            // writer waits for room that a hold of this very thread keeps, and nothing was
+            // published since this thread looked (it has what there is): then neither would
+            // ever move. (If something was, look again.)
             Filler::Push => {
+                if let Some(held) = shared.holds.blocking_own() {
+                    if shared.publish.generation() == seen {
+                        return Err(Error::WindowFull { needed: need, held }.into());
+                    }
+                    return Ok(());
+                }
                 shared.publish.wait(seen);
                 return Ok(());
             }

@@ -5,6 +5,7 @@ use std::io::{self, BufRead, Read, Seek, SeekFrom};
 
 use crate::buffer::StreamBuffer;
 use crate::error::invalid_input;
+use crate::holds::HoldId;
 use crate::shared::Want;
 
 /// Size of a cursor's own buffer for [`BufRead`]; reads at least this large bypass it.
@@ -40,7 +41,7 @@ pub struct Reader {
     buffer: StreamBuffer,
     /// On a windowed stream, this cursor's hold: the offset of the next byte it will ask the
     /// buffer for (`pos` plus what it has buffered), which the writer will not drop.
-    hold: Option<usize>,
+    hold: Option<HoldId>,
     /// Stream position of the next byte `read` returns.
     pos: u64,
     /// Bytes `chunk[..end]` are the stream's bytes at `pos - start..`, so `chunk[start..end]`

@@ -93,25 +93,34 @@ impl RetryPolicy {
     }
 
     /// Runs `attempt` until it succeeds, fails with an error that is not transient, or has
-    /// been tried `attempts` times; returns its last result.
+    /// been tried `attempts` times; returns its last result. A `Retry-After` a server asked for
+    /// lengthens a wait up to the policy's longest one (`max` of
+    /// [`backoff`](RetryPolicy::backoff)), never beyond.
     pub fn run<T>(&self, mut attempt: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-        self.run_until(&mut attempt, || false)
+        self.run_pausing(&mut attempt, &|wait| {
+            std::thread::sleep(wait);
+            true
+        })
     }
 
-    /// As [`run`](RetryPolicy::run), giving up before a retry once `stop` says so.
-    pub(crate) fn run_until<T>(
+    /// As [`run`](RetryPolicy::run), waiting between attempts with `pause`, which may cut the
+    /// wait short and return `false` to give up (the last error is returned).
+    pub(crate) fn run_pausing<T>(
         &self,
         attempt: &mut dyn FnMut() -> io::Result<T>,
-        stop: impl Fn() -> bool,
+        pause: &dyn Fn(Duration) -> bool,
     ) -> io::Result<T> {
         let mut wait = self.first;
         let mut tried = 1;
         loop {
             match attempt() {
-                Err(error) if tried < self.attempts && (self.transient)(&error) && !stop() => {
-                    self.retries.fetch_add(1, Ordering::Relaxed);
+                Err(error) if tried < self.attempts && (self.transient)(&error) => {
                     let asked = HttpStatus::of(&error).and_then(|s| s.retry_after);
-                    std::thread::sleep(jitter(wait).max(asked.unwrap_or_default()));
+                    let asked = asked.unwrap_or_default().min(self.max);
+                    if !pause(jitter(wait).max(asked)) {
+                        return Err(error);
+                    }
+                    self.retries.fetch_add(1, Ordering::Relaxed);
                     wait = (wait * 2).min(self.max);
                     tried += 1;
                 }

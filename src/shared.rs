@@ -210,7 +210,7 @@ impl Shared {
             fetches_in_flight: 0,
             end_at_most: None,
             window_start: 0,
-            marks: Marks::default(),
+            marks: Marks::for_budget(config.memory_budget),
             pins: Vec::new(),
         };
         Arc::new_cyclic(|me| Shared {

@@ -2,10 +2,15 @@
 //! [`WriteSink`], the adapter for any `io::Write`.
 
 use std::io::{self, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
 
 use crate::chunk::Chunk;
 use crate::deliver::Callback;
+use crate::error::panic_message;
 use crate::retry::RetryPolicy;
+use crate::stop::Stop;
+use crate::sync::Arc;
 
 /// The receiving end of a sink consumer, started with [`Emit::sink`](crate::Emit::sink).
 ///
@@ -127,7 +132,9 @@ impl<W: Write + Send> Sink for WriteSink<W> {
     }
 }
 
-/// A sink being fed: aborted when dropped before it finished.
+/// A sink being fed: aborted when dropped before it finished. A panic in `abort` is caught
+/// (and logged): the cause of the abort is what the consumer reports, and an inline consumer's
+/// producer must not unwind.
 struct Feeding<S: Sink> {
     sink: S,
     finished: bool,
@@ -136,24 +143,35 @@ struct Feeding<S: Sink> {
 impl<S: Sink> Drop for Feeding<S> {
     fn drop(&mut self) {
         if !self.finished {
-            self.sink.abort();
+            let aborted = catch_unwind(AssertUnwindSafe(|| self.sink.abort()));
+            if let Err(panic) = aborted {
+                let message = panic_message(panic.as_ref());
+                log::warn!("sparsebuf: a sink's abort panicked: {message}");
+            }
         }
     }
 }
 
 /// The serial callback that feeds `sink`: each chunk retried by `policy`, `finish` after the
-/// last, `abort` if it is dropped before (a failure, a stop).
-pub(crate) fn callback<S: Sink + 'static>(sink: S, policy: RetryPolicy) -> Callback<()> {
+/// last, `abort` if it is dropped before (a failure, a stop). The waits between retries end
+/// early when the consumer is stopped (`stop`), which ends the retries.
+pub(crate) fn callback<S: Sink + 'static>(
+    sink: S,
+    policy: RetryPolicy,
+    stop: Arc<Stop>,
+) -> Callback<()> {
     let mut feeding = Feeding {
         sink,
         finished: false,
     };
+    let pause = move |wait: Duration| !stop.sleep(wait, || false);
     Box::new(move |chunk: Chunk| {
         if !chunk.is_empty() {
-            policy.run(|| feeding.sink.write_chunk(chunk.offset(), &chunk))?;
+            let mut write = || feeding.sink.write_chunk(chunk.offset(), &chunk);
+            policy.run_pausing(&mut write, &pause)?;
         }
         if chunk.is_last() {
-            policy.run(|| feeding.sink.finish())?;
+            policy.run_pausing(&mut || feeding.sink.finish(), &pause)?;
             feeding.finished = true;
         }
         Ok(())

@@ -1,11 +1,10 @@
 //! Sources the writer pulls from. The writer is a "filler" role that asks a [`Fill`] for bytes;
 //! it is not tied to `Read`, so later sources (push-mode writers, range sources) plug in here.
 
-use std::any::Any;
 use std::io::{self, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::error::Error;
+use crate::error::{panic_message, Error};
 use crate::sync::Arc;
 use crate::validators::Validators;
 
@@ -104,16 +103,6 @@ pub(crate) fn call(
             offset,
             error: Arc::new(error),
         });
-    }
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
     }
 }
 
@@ -260,6 +249,7 @@ impl<R: Read + std::io::Seek + Send + 'static> RangeSource for SeekSource<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::any::Any;
 
     #[test]
     fn chunks_are_split_and_empty_ones_skipped() {

@@ -12,7 +12,7 @@ pub(crate) use std::sync::{Arc, OnceLock};
 #[cfg(not(loom))]
 pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64};
 
 #[cfg(loom)]
 pub(crate) use loom_shim::*;
@@ -76,7 +76,7 @@ pub(crate) fn current_thread() -> ThreadId {
 mod loom_shim {
     use std::ops::{Deref, DerefMut};
 
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64};
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64};
     pub(crate) use loom::thread::ThreadId;
 
     pub(crate) fn current_thread() -> ThreadId {

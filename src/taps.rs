@@ -73,6 +73,12 @@ impl Taps {
         }
     }
 
+    /// How many consumers are registered (for loom models).
+    #[cfg(loom)]
+    pub(crate) fn consumers(&self) -> u64 {
+        self.consumers.load(Ordering::Relaxed)
+    }
+
     /// Whether any consumer is registered.
     pub(crate) fn any_consumer(&self) -> bool {
         self.consumers.load(Ordering::Relaxed) > 0

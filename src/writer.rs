@@ -137,9 +137,9 @@ impl Writer {
 
     /// Appends as much of `buf` as the budgets allow; see [`Write::write`](io::Write::write).
     /// Appends `buf` (or a prefix of it). A full window makes a thread wait for readers to move
-    /// on; with `wait` false it returns what it appended instead, and `Err(generation)` if that
+    /// on; with `wait` false it returns what it appended instead, and `Err(blocked)` if that
     /// is nothing yet (for [`Holds::register`](crate::holds::Holds)).
-    pub(crate) fn append(&mut self, buf: &[u8], wait: bool) -> Result<io::Result<usize>, u64> {
+    pub(crate) fn append(&mut self, buf: &[u8], wait: bool) -> Result<io::Result<usize>, Blocked> {
         let shared = &*self.shared;
         let mut written = 0;
         while written < buf.len() {
@@ -160,15 +160,19 @@ impl Writer {
                     }
                     break;
                 }
-                Err(Blocked { generation, .. }) if !wait => {
+                Err(blocked) if !wait => {
                     if written == 0 {
-                        return Err(generation);
+                        return Err(blocked);
                     }
                     break;
                 }
-                Err(Blocked { generation, .. }) => {
+                Err(blocked) => {
                     shared.writer_waits.fetch_add(1, Ordering::Relaxed);
-                    shared.holds.wait(generation);
+                    // Readers waiting for this writer look again: one whose own hold blocks it
+                    // must fail rather than wait (see `Holds::blocking_own`).
+                    shared.holds.park(&blocked);
+                    shared.publish.notify();
+                    shared.holds.wait(blocked.generation);
                 }
             }
         }
@@ -180,7 +184,11 @@ impl Writer {
     }
 
     /// `io::Write::write` with `wait` as for [`append`](Writer::append).
-    pub(crate) fn write_some(&mut self, buf: &[u8], wait: bool) -> Result<io::Result<usize>, u64> {
+    pub(crate) fn write_some(
+        &mut self,
+        buf: &[u8],
+        wait: bool,
+    ) -> Result<io::Result<usize>, Blocked> {
         if let Some(error) = self.failure() {
             return Ok(Err(error));
         }

@@ -79,7 +79,8 @@ fn server_errors_are_retried_after_retry_after_and_counted() {
         "1",
     ]);
     let model = data(50_000, 2);
-    let policy = quick(4);
+    // The server's Retry-After is obeyed up to the policy's longest wait (here 2 s).
+    let policy = RetryPolicy::new(4).backoff(Duration::from_millis(10), Duration::from_secs(2));
     let started = Instant::now();
     push_through(
         &model,

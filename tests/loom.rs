@@ -265,6 +265,89 @@ fn an_inline_consumer_started_mid_stream_gets_every_byte_once() {
     });
 }
 
+/// A push writer parked behind a cursor of the thread that then reads far ahead: that read
+/// fails with `WindowFull` instead of waiting for the writer, which waits for it (a hang). The
+/// writer's park wakes readers that looked before it.
+#[test]
+fn a_push_reader_whose_own_cursor_blocks_the_writer_fails_instead_of_waiting() {
+    use std::io::Write;
+    loom::model(|| {
+        let data = source();
+        let (mut writer, buf) = StreamBuffer::builder()
+            .segment_size(SEGMENT)
+            .memory_budget(SEGMENT)
+            .disk_budget(0)
+            .window(1 << 20)
+            .build_push()
+            .unwrap();
+        let cursor = buf.reader(); // holds offset 0, owned by this thread
+        let d = data.clone();
+        let producer = thread::spawn(move || {
+            writer.write_all(&d).unwrap();
+            writer.finish().unwrap()
+        });
+        let mut dst = [0u8; 4];
+        let error = buf
+            .read_exact_at(SEGMENT as u64 * 2 + 2, &mut dst)
+            .unwrap_err();
+        assert!(matches!(
+            error.get_ref().and_then(|e| e.downcast_ref()),
+            Some(sparsebuf::Error::WindowFull { .. })
+        ));
+        drop(cursor);
+        assert_eq!(producer.join().unwrap(), data.len() as u64);
+    });
+}
+
+/// An inline sink consumer dropped on one thread while the writer feeds it on another: the drop
+/// never waits for the feeding, and the consumer always ends, finished or aborted (a stop that
+/// found the feeding lock taken once left it neither).
+#[test]
+fn an_inline_consumer_dropped_while_fed_always_ends() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    struct Ends(Arc<AtomicUsize>);
+    impl sparsebuf::Sink for Ends {
+        fn write_chunk(&mut self, _: u64, _: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+        fn finish(&mut self) -> io::Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn abort(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    loom::model(|| {
+        let data = source();
+        let (mut writer, buf) = StreamBuffer::builder()
+            .segment_size(SEGMENT)
+            .build_push()
+            .unwrap();
+        let ends = Arc::new(AtomicUsize::new(0));
+        let consumer = buf
+            .emit(300)
+            .run_inline()
+            .retry(sparsebuf::RetryPolicy::none())
+            .sink(Ends(ends.clone()))
+            .unwrap();
+        let d = data.clone();
+        let producer = thread::spawn(move || {
+            writer.write_all(&d[..300]).unwrap();
+            writer.write_all(&d[300..]).unwrap();
+            writer.finish().unwrap()
+        });
+        drop(consumer);
+        assert_eq!(producer.join().unwrap(), data.len() as u64);
+        assert_eq!(ends.load(Ordering::SeqCst), 1, "finished or aborted, once");
+        assert_eq!(buf.registered_consumers(), 0, "it ended: unregistered");
+    });
+}
+
 /// Async cursors (feature `tokio`): a task's waker is registered beside the condition
 /// variable, and a publish between the task's look and its registration is never missed.
 #[cfg(feature = "tokio")]

@@ -154,3 +154,69 @@ fn an_object_is_read_sparsely_through_a_range_source() {
     let fetched = buf.stats().source_bytes;
     assert!(fetched < model.len() as u64, "{fetched}");
 }
+
+/// Pins `ObjectSource` to the version its `HEAD` saw: an object replaced between two reads
+/// fails the second with `InvalidData` (it once gave one buffer bytes of both versions).
+#[test]
+fn an_object_replaced_under_the_buffer_fails_the_read_instead_of_mixing() {
+    let moto = Moto::start();
+    moto.create_bucket("pinned");
+    let store = moto.store("pinned");
+    let (v1, v2) = (data(2 << 20, 30), data(2 << 20, 31));
+    let put = |bytes: &[u8]| {
+        let mut up = upload(store.clone(), Path::from("obj.bin")).unwrap();
+        up.write_all(bytes).unwrap();
+        up.finish().unwrap();
+    };
+    put(&v1);
+    let source = ObjectSource::new(store.clone(), Path::from("obj.bin")).unwrap();
+    let buf = StreamBuffer::builder()
+        .segment_size(64 * 1024)
+        .build_ranged(source)
+        .unwrap();
+    assert!(buf.validators().etag.is_some());
+    assert!(buf.read_range(0..100_000).unwrap() == v1[..100_000]);
+    put(&v2);
+    let error = buf.read_range(1_500_000..1_500_100).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+    assert!(error.to_string().contains("the object changed"), "{error}");
+    // What was read stays; nothing of the new version gets in.
+    assert!(buf.read_range(0..100_000).unwrap() == v1[..100_000]);
+    assert_eq!(
+        buf.read_range(1_000_000..1_000_001).unwrap_err().kind(),
+        io::ErrorKind::InvalidData
+    );
+}
+
+/// Part sizes past S3's largest (5 GiB) are refused; a large allowed one is not reserved whole
+/// at the first write (`part_size(1 << 40)` once aborted the process there, `usize::MAX`
+/// panicked).
+#[test]
+fn part_sizes_are_checked_and_parts_grow_as_they_fill() {
+    let store: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(object_store::memory::InMemory::new());
+    for size in [usize::MAX, 1 << 40, (5 << 30) + 1] {
+        let error = ObjectSink::new(store.clone(), Path::from("x"))
+            .part_size(size)
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{size}");
+        let error = upload(store.clone(), Path::from("x"))
+            .unwrap()
+            .part_size(size)
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{size}");
+    }
+    // The largest part: a write of 1 MiB costs about 8 MiB (a default part's room), not 5 GiB.
+    let model = data(3 << 20, 32);
+    let mut up = upload(store.clone(), Path::from("big-parts"))
+        .unwrap()
+        .part_size(5 << 30)
+        .unwrap();
+    up.write_all(&model).unwrap();
+    assert_eq!(up.finish().unwrap(), model.len() as u64);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let got = runtime
+        .block_on(async { store.get(&Path::from("big-parts")).await?.bytes().await })
+        .unwrap();
+    assert!(got == model);
+}

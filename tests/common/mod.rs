@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+pub mod child;
 #[cfg(feature = "http")]
 pub mod command;
 #[cfg(feature = "http")]
