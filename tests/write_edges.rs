@@ -387,3 +387,37 @@ fn a_sampler_asking_for_duration_max_pauses_until_the_end() {
         assert!(report.skipped > 0, "{place}: {report:?}");
     }
 }
+
+/// The same with an `HttpSink` whose server asks it to come back in eleven days
+/// (`Retry-After: 1000000`): dropping the consumer frees the writer at once.
+#[cfg(feature = "http")]
+#[test]
+fn a_dropped_http_sink_told_to_retry_after_eleven_days_frees_the_writer() {
+    if parent(
+        "a_dropped_http_sink_told_to_retry_after_eleven_days_frees_the_writer",
+        LIMIT,
+    ) {
+        return;
+    }
+    let server = common::http_server::Recording::start(&[
+        "--status",
+        "1:503",
+        "--retry-after",
+        "1000000",
+    ]);
+    let model = data(1 << 20, 6);
+    let (writer, buf) = tight();
+    let sink = sparsebuf::HttpSink::put(format!("{}/up", server.url));
+    let consumer = buf
+        .emit(4096)
+        .retry(RetryPolicy::new(5).backoff(Duration::from_secs(3600), Duration::from_secs(3600)))
+        .sink(sink)
+        .unwrap();
+    let writing = push(writer, model.clone());
+    wait_until("the server was asked once", || !server.log().is_empty());
+    wait_until("the writer waits for the sink", || {
+        buf.stats().writer_waits > 0
+    });
+    drop(consumer);
+    assert_eq!(writing.join().unwrap().unwrap(), model.len() as u64);
+}
