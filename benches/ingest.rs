@@ -61,17 +61,57 @@ fn ingest(c: &mut Criterion) {
             black_box(file)
         })
     });
-    group.bench_function("sparsebuf_spilling", |b| {
+    group.bench_function("sparsebuf_spilling", |b| b.iter(|| spill(data, &dir)));
+    group.finish();
+}
+
+/// One spilled ingest: 5 MiB of RAM, the rest to `dir`.
+fn spill(data: &'static [u8], dir: &std::path::Path) -> u64 {
+    let buf = StreamBuffer::builder()
+        .memory_budget(5 << 20)
+        .spill_dir(dir)
+        .build(Cursor::new(data))
+        .unwrap();
+    black_box(buf.fill_to_end().unwrap())
+}
+
+/// Spilled ingest against raw `pwrite` while another thread keeps one of the machine's cores
+/// busy (a spinning thread started before the group and stopped after it): a spill design whose
+/// writer and background thread wait for each other loses most when they must share a core.
+fn ingest_under_a_cpu_hog(c: &mut Criterion) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let len = support::stream_len();
+    let data: &'static [u8] = Box::leak(support::source(len).into_boxed_slice());
+    let dir = std::env::temp_dir();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let hog = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut x = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..1024 {
+                    x = black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+                }
+            }
+            x
+        })
+    };
+    let mut group = c.benchmark_group("ingest_hog");
+    group.throughput(Throughput::Bytes(len as u64));
+    group.sample_size(10);
+    group.bench_function("pwrite", |b| {
         b.iter(|| {
-            let buf = StreamBuffer::builder()
-                .memory_budget(5 << 20)
-                .spill_dir(&dir)
-                .build(Cursor::new(data))
-                .unwrap();
-            black_box(buf.fill_to_end().unwrap())
+            let file = tempfile::tempfile_in(&dir).unwrap();
+            for (i, chunk) in data.chunks(64 << 10).enumerate() {
+                file.write_all_at(chunk, (i << 16) as u64).unwrap();
+            }
+            black_box(file)
         })
     });
+    group.bench_function("sparsebuf_spilling", |b| b.iter(|| spill(data, &dir)));
     group.finish();
+    stop.store(true, Ordering::Relaxed);
+    black_box(hog.join().unwrap());
 }
 
 /// A source that returns at most `piece` bytes per read: every read is one publish.
@@ -158,5 +198,5 @@ fn push(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ingest, tiny_reads, push);
+criterion_group!(benches, ingest, ingest_under_a_cpu_hog, tiny_reads, push);
 criterion_main!(benches);

@@ -181,7 +181,7 @@ impl Appender {
             self.slide_window(shared, &mut tiers, window);
         }
         // A windowed stream that finds no room here waits before its next segment. Other
-        // streams may leave the spill to the spiller (settled in `Role::pull_until`).
+        // streams have the spiller clean segments ahead of need (see `spiller.rs`).
         let unbounded = shared.window.is_none();
         let _ = tiers.enforce_budget(shared, unbounded, unbounded);
     }

@@ -111,15 +111,12 @@ impl<'a> Role<'a> {
         }
     }
 
-    /// Pulls until `need` (see [`Puller::pull_until`]), then settles the spill in flight, so the
-    /// budgets and stats are as if spilling were synchronous when the role is given up.
+    /// Pulls until `need` (see [`Puller::pull_until`]).
     pub(crate) fn pull_until(&mut self, shared: &Shared, need: u64) -> Result<(), Blocked> {
-        let pulled = match self.writer.as_mut() {
+        match self.writer.as_mut() {
             Some(writer) => writer.pull_until(shared, need),
             None => Ok(()),
-        };
-        shared.tiers.lock().finish_background(shared);
-        pulled
+        }
     }
 
     /// The writer's published frontier.

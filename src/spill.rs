@@ -248,6 +248,42 @@ impl FileStorage {
         self.mapped.load(Ordering::Relaxed)
     }
 
+    /// `parts` one after the other at `offset`, with one `pwritev` (repeated for what a short
+    /// write leaves): how many bytes were written, and the error that stopped it, if any.
+    fn write_parts(&self, offset: u64, parts: &[&[u8]]) -> (usize, Option<io::Error>) {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if let Err(error) = self
+            .check_range(offset, total)
+            .and_then(|()| check_file_size(offset + total as u64))
+        {
+            return (0, Some(error));
+        }
+        let mut done = 0;
+        while done < total {
+            // The parts not written yet.
+            let mut skip = done;
+            let rest: Vec<io::IoSlice<'_>> = parts
+                .iter()
+                .filter_map(|part| {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                        return None;
+                    }
+                    let slice = io::IoSlice::new(&part[skip..]);
+                    skip = 0;
+                    Some(slice)
+                })
+                .collect();
+            match rustix::io::pwritev(&self.file, &rest, offset + done as u64) {
+                Ok(0) => return (done, Some(io::ErrorKind::WriteZero.into())),
+                Ok(n) => done += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(errno) => return (done, Some(errno.into())),
+            }
+        }
+        (done, None)
+    }
+
     /// Checks that `[offset, offset + len)` lies inside the reserved length.
     fn check_range(&self, offset: u64, len: usize) -> io::Result<()> {
         let reserved = self.reserved.load(Ordering::Acquire);
@@ -362,6 +398,25 @@ impl Spill {
         match self {
             Spill::File(file) => file.mapped_bytes(),
             Spill::Custom(_) => 0,
+        }
+    }
+
+    /// Writes `parts` one after the other at `offset` (a run of adjacent segments): one
+    /// `pwritev` into the file, or a `write_at` per part into a storage of the user's. How many
+    /// bytes were written, and the error that stopped it, if any.
+    pub(crate) fn write_parts(&self, offset: u64, parts: &[&[u8]]) -> (usize, Option<io::Error>) {
+        match self {
+            Spill::File(file) => file.write_parts(offset, parts),
+            Spill::Custom(storage) => {
+                let mut done = 0;
+                for part in parts {
+                    if let Err(error) = storage.write_at(offset + done as u64, part) {
+                        return (done, Some(error));
+                    }
+                    done += part.len();
+                }
+                (done, None)
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The RAM tier's bookkeeping: the buffer pool, the CLOCK list of segments in memory, and
 //! spilling the coldest of them when RAM exceeds the budget.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::ops::Range;
 
@@ -17,18 +17,28 @@ use crate::sync::{Arc, Ordering};
 
 /// Owned by the buffer's tiers mutex; taken by whoever completes a segment.
 ///
-/// Invariant: `clock` lists exactly the segments whose slot is `Memory`, except the ones handed
-/// to the spiller (`spilling` of them, which are in neither list), and `disk_clock` those whose
-/// slot is `Disk`, each in the order they arrived (rotated by the CLOCK hand). Lock order: the
-/// writer role, then this, then the index.
+/// Invariant: `clock` lists exactly the segments whose slot is `Memory`, and `disk_clock` those
+/// whose slot is `Disk`, each in the order they arrived (rotated by the CLOCK hand). Of the
+/// `Memory` segments of a stream without a window, `cleaning` were handed to the spiller and
+/// `clean` were written to the spill storage already (see `spiller.rs`); both count against
+/// the disk budget. Lock order: the writer role, then this, then the index.
 pub(crate) struct Tiers {
     pool: Pool,
     clock: VecDeque<u64>,
     /// The segments in the spill storage, in the same way.
     disk_clock: VecDeque<u64>,
-    /// Segments the spiller is writing: still in RAM, and counted against the disk budget.
-    spilling: usize,
+    /// In RAM and written to the spill storage too: evicted with no I/O.
+    clean: HashSet<u64>,
+    /// In RAM, queued for the spiller to write.
+    cleaning: HashSet<u64>,
+    /// The spiller failed a write: no more cleaning ahead until an inline spill succeeds.
+    cleaning_paused: bool,
 }
+
+/// The most segments cleaned ahead of need: half the budget, up to 32 (2 MiB of the default
+/// segments); below 2, spilling is inline. Cleaning starts once the stream has outgrown the
+/// budget (a stream that fits is never written), so the depth costs no wasted writes.
+const CLEAN_AHEAD: usize = 32;
 
 impl Tiers {
     pub(crate) fn new(pool: Pool) -> Self {
@@ -36,8 +46,89 @@ impl Tiers {
             pool,
             clock: VecDeque::new(),
             disk_clock: VecDeque::new(),
-            spilling: 0,
+            clean: HashSet::new(),
+            cleaning: HashSet::new(),
+            cleaning_paused: false,
         }
+    }
+
+    /// How many segments a stream cleans ahead of need (0: it spills inline).
+    fn depth(shared: &Shared) -> usize {
+        let cfg = &shared.config;
+        let depth = (cfg.memory_budget / cfg.segment_size / 2).min(CLEAN_AHEAD);
+        if depth < 2 {
+            0
+        } else {
+            depth
+        }
+    }
+
+    /// Takes back what the spiller wrote: each written segment is clean (if still in RAM); a
+    /// failed write is recorded and pauses cleaning (a full disk is not hammered).
+    fn collect(&mut self, shared: &Shared, results: Vec<(u64, Written)>) {
+        for (segment, written) in results {
+            // A result for a segment no longer awaited (spilled inline meanwhile) is ignored.
+            if !self.cleaning.remove(&segment) {
+                continue;
+            }
+            match written {
+                Ok(Some(_written)) => {
+                    self.clean.insert(segment);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.cleaning_paused = true;
+                    shared.spill_failed(Error::Spill {
+                        offset: segment << shared.config.shift,
+                        error: Arc::new(error),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Once RAM is within the clean-ahead depth of the budget and the spiller is down to half
+    /// its depth, hands it the oldest segments that are neither clean nor queued, up to the
+    /// depth, while the disk budget has room for them: one hand-off (and at most one wake-up)
+    /// per half a depth of segments.
+    fn clean_ahead(&mut self, shared: &Shared, filling: usize, depth: usize) {
+        let cfg = &shared.config;
+        let near = cfg.memory_budget.saturating_sub(depth * cfg.segment_size);
+        // Only a stream that outgrew the budget once: one that fits is never written.
+        if self.cleaning_paused
+            || self.disk_clock.is_empty()
+            || self.cleaning.len() > depth / 2
+            || (self.clock.len() + filling) * cfg.segment_size <= near
+        {
+            return;
+        }
+        let capacity = cfg.disk_budget / cfg.segment_size as u64;
+        let on_disk = self.disk_clock.len() + self.clean.len() + self.cleaning.len();
+        let room =
+            (capacity.saturating_sub(on_disk as u64) as usize).min(depth - self.cleaning.len());
+        let batch: Vec<u64> = self
+            .clock
+            .iter()
+            .copied()
+            .filter(|s| !self.clean.contains(s) && !self.cleaning.contains(s))
+            .take(room)
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        if !shared.spiller.submit(&shared.me, &batch, write_run) {
+            self.cleaning_paused = true;
+            return;
+        }
+        self.cleaning.extend(batch);
+    }
+
+    /// The clean segment that arrived first, taken out of the CLOCK list.
+    fn take_oldest_clean(&mut self) -> Option<u64> {
+        let at = self.clock.iter().position(|s| self.clean.contains(s))?;
+        let segment = self.clock.remove(at)?;
+        self.clean.remove(&segment);
+        Some(segment)
     }
 
     /// A segment buffer, recycled if one is spare: `size` initialised bytes, or (`empty`) none
@@ -67,8 +158,9 @@ impl Tiers {
     /// bytes in RAM, over the budget, because they cannot be fetched again; so does a failed
     /// spill.
     ///
-    /// `background`: the caller is a stream's writer, which waits for the spiller before it
-    /// gives up its role (see `spiller.rs`); a victim may then be written by the spiller.
+    /// `background`: the caller is the writer of a stream without a window, whose segments the
+    /// spiller cleans ahead of need (see `spiller.rs`): a clean victim moves to the spill
+    /// storage with no I/O here, and a victim still queued is waited for.
     pub(crate) fn enforce_budget(
         &mut self,
         shared: &Shared,
@@ -79,10 +171,42 @@ impl Tiers {
         let refetchable = matches!(shared.filler, Filler::Ranged(_));
         // The segment being filled (a stream writer's, while its source lasts) needs a buffer too.
         let filling = usize::from(filling);
+        let depth = if background { Self::depth(shared) } else { 0 };
+        if depth > 0 {
+            let done = shared.spiller.take_done();
+            self.collect(shared, done);
+            self.clean_ahead(shared, filling, depth);
+        }
         while (self.clock.len() + filling).saturating_mul(cfg.segment_size) > cfg.memory_budget {
             let Some(victim) = pick(&mut self.clock, shared) else {
                 return Ok(());
             };
+            if self.clean.remove(&victim) {
+                self.settle_clean(shared, victim);
+                continue;
+            }
+            if depth > 0 {
+                // Any clean segment will do: CLOCK's choice is a heuristic, waiting is a cost.
+                if let Some(clean) = self.take_oldest_clean() {
+                    self.clock.push_front(victim);
+                    self.settle_clean(shared, clean);
+                    continue;
+                }
+                if !self.cleaning.is_empty() {
+                    // Ahead of the spiller: sleep until it has written half its queue (one
+                    // wake-up per half a queue of segments), then look again.
+                    let done = shared.spiller.drain_to(depth / 2);
+                    self.collect(shared, done);
+                    self.clock.push_front(victim);
+                    if self.clean.is_empty() {
+                        // Nothing came back clean (the writes failed, or the spiller is gone
+                        // because the buffer is being dropped): spill inline.
+                        self.cleaning.clear();
+                        self.cleaning_paused = true;
+                    }
+                    continue;
+                }
+            }
             if !self.make_disk_room(shared, refetchable) {
                 if refetchable {
                     self.evict(shared, victim);
@@ -94,26 +218,11 @@ impl Tiers {
                 }
                 return Ok(());
             }
-            if background {
-                // One in flight: take the previous one back, hand this one over, and settle the
-                // previous one while the spiller writes this one.
-                let previous = shared.spiller.finish();
-                let submitted = shared.spiller.submit(&shared.me, victim, write_out);
-                let failed = previous.is_some_and(|done| !self.settle_background(shared, done));
-                if submitted {
-                    self.spilling += 1;
-                }
-                if failed {
-                    // As inline: a failed spill stays in RAM, over the budget, until the next
-                    // segment tries again (retrying now would spin on a full disk).
-                    return Ok(());
-                }
-                if submitted {
-                    continue;
-                }
-            }
             match self.spill(shared, victim) {
-                Ok(()) => self.disk_clock.push_back(victim),
+                Ok(()) => {
+                    self.disk_clock.push_back(victim);
+                    self.cleaning_paused = false;
+                }
                 Err(error) => {
                     shared.spill_failed(Error::Spill {
                         offset: victim << cfg.shift,
@@ -131,6 +240,16 @@ impl Tiers {
             }
         }
         Ok(())
+    }
+
+    /// A clean victim: its slot points at the copy the spiller wrote, and its buffer is
+    /// recycled.
+    fn settle_clean(&mut self, shared: &Shared, segment: u64) {
+        let freed = shared.state.write().index.move_to_disk(segment);
+        if let Some(freed) = freed {
+            self.pool.give(freed);
+            self.disk_clock.push_back(segment);
+        }
     }
 
     /// A windowed stream over its budgets: drops the oldest kept segment, shrinking the window
@@ -164,7 +283,7 @@ impl Tiers {
     /// evicts the coldest spilled segments to make it fit.
     fn make_disk_room(&mut self, shared: &Shared, refetchable: bool) -> bool {
         let capacity = shared.config.disk_budget / shared.config.segment_size as u64;
-        while (self.disk_clock.len() + self.spilling) as u64 >= capacity {
+        while (self.disk_clock.len() + self.clean.len() + self.cleaning.len()) as u64 >= capacity {
             if !refetchable {
                 return false;
             }
@@ -242,45 +361,6 @@ impl Tiers {
             }
         }
     }
-
-    /// Takes back the segment the spiller was writing, if any (waiting for it), and settles it
-    /// as `enforce_budget` would have: its slot points at the storage, or after a failure it
-    /// stays in RAM, back in the CLOCK list, and the failure is recorded.
-    pub(crate) fn finish_background(&mut self, shared: &Shared) {
-        if let Some(done) = shared.spiller.finish() {
-            self.settle_background(shared, done);
-        }
-    }
-
-    /// Settles a segment the spiller wrote (or failed to): see `finish_background`. Returns
-    /// `false` if the spill failed.
-    fn settle_background(&mut self, shared: &Shared, (segment, written): (u64, Written)) -> bool {
-        self.spilling -= 1;
-        let settled = match written {
-            Ok(Some(data)) => self.settle_spill(shared, segment, data).map(|()| true),
-            Ok(None) => Ok(false),
-            Err(error) => Err(error),
-        };
-        match settled {
-            Ok(true) => self.disk_clock.push_back(segment),
-            Ok(false) => {}
-            Err(error) => {
-                shared.spill_failed(Error::Spill {
-                    offset: segment << shared.config.shift,
-                    error: Arc::new(error),
-                });
-                let in_ram = matches!(
-                    shared.state.read().index.slot(segment),
-                    Some(Slot::Memory(_))
-                );
-                if in_ram {
-                    self.clock.push_front(segment);
-                }
-                return false;
-            }
-        }
-        true
-    }
 }
 
 /// Writes a full RAM segment to the spill storage, with no lock held; returns its buffer (to
@@ -297,6 +377,62 @@ fn write_out(shared: &Shared, segment: u64) -> Written {
     storage.reserve(end)?;
     storage.write_at(offset, &data)?;
     Ok(Some(data))
+}
+
+/// Writes a run of adjacent full RAM segments to the spill storage with one call (the
+/// spiller's job), with no lock held; each segment's result as [`write_out`] gives it. Segments
+/// no longer in RAM are left out of the write.
+fn write_run(shared: &Shared, segments: &[u64]) -> Vec<(u64, Written)> {
+    let datas: Vec<Option<Bytes>> = {
+        let state = shared.state.read();
+        segments
+            .iter()
+            .map(|&s| match state.index.slot(s) {
+                Some(Slot::Memory(resident)) => Some(resident.data.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let shift = shared.config.shift;
+    let mut results = Vec::with_capacity(segments.len());
+    let mut at = 0;
+    while at < segments.len() {
+        // The next stretch of segments in RAM (a segment that left RAM ends it).
+        if datas[at].is_none() {
+            results.push((segments[at], Ok(None)));
+            at += 1;
+            continue;
+        }
+        let mut end = at;
+        while end < segments.len() && datas[end].is_some() {
+            end += 1;
+        }
+        let parts: Vec<&[u8]> = datas[at..end].iter().flatten().map(|d| &d[..]).collect();
+        let offset = segments[at] << shift;
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let (mut written, mut error) = match shared.storage() {
+            Ok(storage) => match storage.reserve(offset + len) {
+                Ok(()) => storage.write_parts(offset, &parts),
+                Err(error) => (0, Some(error)),
+            },
+            Err(error) => (0, Some(error)),
+        };
+        // The parts written whole are clean; the one the error cut is the failure (counted
+        // once); the rest were not tried.
+        for i in at..end {
+            let n = parts[i - at].len();
+            let result = if written >= n {
+                written -= n;
+                Ok(datas[i].clone())
+            } else {
+                written = 0;
+                error.take().map_or(Ok(None), Err)
+            };
+            results.push((segments[i], result));
+        }
+        at = end;
+    }
+    results
 }
 
 /// Removes `segment` from a CLOCK list; whether it was there.

@@ -116,7 +116,6 @@ impl Writer {
     fn fail_with(&mut self, error: Error) {
         if let Fate::Open = self.fate {
             self.appender.fail(&self.shared, error.clone());
-            self.settle();
             self.fate = Fate::Failed(error);
         }
     }
@@ -127,12 +126,6 @@ impl Writer {
             Fate::Failed(error) => Some(error.clone().into()),
             _ => None,
         }
-    }
-
-    /// Settles a spill the background spiller may still be writing, so the budgets and stats
-    /// are as if spilling were synchronous when a call returns.
-    fn settle(&self) {
-        self.shared.tiers.lock().finish_background(&self.shared);
     }
 
     /// Appends as much of `buf` as the budgets allow; see [`Write::write`](io::Write::write).
@@ -198,7 +191,6 @@ impl Writer {
             )));
         }
         let written = self.append(buf, wait);
-        self.settle();
         Ok(match written? {
             Ok(0) if !buf.is_empty() => self.failure().map_or(Ok(0), Err),
             other => other,
@@ -214,7 +206,6 @@ impl Writer {
         if let Fate::Open = self.fate {
             self.fate = Fate::Finished;
             self.appender.finish(&self.shared);
-            self.settle();
         }
         let state = self.shared.state.read();
         match &state.error {

@@ -399,12 +399,8 @@ fn a_dropped_http_sink_told_to_retry_after_eleven_days_frees_the_writer() {
     ) {
         return;
     }
-    let server = common::http_server::Recording::start(&[
-        "--status",
-        "1:503",
-        "--retry-after",
-        "1000000",
-    ]);
+    let server =
+        common::http_server::Recording::start(&["--status", "1:503", "--retry-after", "1000000"]);
     let model = data(1 << 20, 6);
     let (writer, buf) = tight();
     let sink = sparsebuf::HttpSink::put(format!("{}/up", server.url));
