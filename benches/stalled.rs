@@ -72,8 +72,10 @@ fn main() {
     let served = running.server().served();
     let started = Instant::now();
     let mut one = TcpStream::connect(addr).unwrap();
-    one.write_all(b"GET / HTTP/1.1\r\nHost: b\r\nRange: bytes=1000000-1001023\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    one.write_all(
+        b"GET / HTTP/1.1\r\nHost: b\r\nRange: bytes=1000000-1001023\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     let mut answer = Vec::new();
     one.read_to_end(&mut answer).unwrap();
     let took = started.elapsed();

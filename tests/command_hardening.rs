@@ -155,3 +155,59 @@ fn serve_url_never_mixes_two_versions_of_a_changed_upstream() {
     let logged = stderr.matches("the upstream resource changed").count();
     assert_eq!(logged, 1, "{stderr}");
 }
+
+/// `sparsebuf serve URL` over the scripted upstream that changes the resource after three
+/// requests, with each kind of validator it may have: no response ever carries bytes of the
+/// second version (a whole GET is cut after what was held; a range needing a fetch is a 502).
+#[test]
+fn serve_url_never_mixes_versions_of_a_scripted_upstream() {
+    use common::upstream::{Script, Tags, Upstream};
+    let (v1, v2) = (data(2 << 20, 6), data(2 << 20, 7));
+    let scripts = {
+        let base = Script::new(v1.clone(), v2.clone(), 3);
+        let mut last_modified_only = base.clone();
+        last_modified_only.tags = Tags::None;
+        let mut weak = base.clone();
+        weak.tags = Tags::Weak;
+        weak.last_modified = false;
+        let mut ignoring = base.clone();
+        ignoring.honour_if_range = false;
+        let mut lying = Script::new(v1.clone(), v1.clone(), 3);
+        lying.honour_if_range = false;
+        lying.lie_about_total = Some(3 << 20);
+        [
+            ("Last-Modified only", last_modified_only),
+            ("weak tags", weak),
+            ("ignoring If-Range", ignoring),
+            ("a wrong total", lying),
+        ]
+    };
+    for (what, script) in scripts {
+        let upstream = Upstream::start(script);
+        // Segments of 64 KiB: the probe, then one fetch per read of the first two segments.
+        let serving = Serving::start(&upstream.url, Stdio::null(), &["--quiet"]);
+        for (a, b) in [(0, 65_535), (65_536, 131_071)] {
+            let got = curl(&serving.url, &["-H", &format!("Range: bytes={a}-{b}")]);
+            assert!(got.status == 206 && got.body == v1[a..=b], "{what}");
+        }
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", &serving.url])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{what}: cut, not a clean end");
+        assert!(
+            out.stdout == v1[..131_072],
+            "{what}: {} bytes",
+            out.stdout.len()
+        );
+        let got = curl(&serving.url, &["-H", "Range: bytes=1000000-1000099"]);
+        assert_eq!(got.status, 502, "{what}");
+        let text = String::from_utf8_lossy(&got.body);
+        assert!(
+            text.contains("the upstream resource changed"),
+            "{what}: {text}"
+        );
+        let stderr = serving.stop();
+        assert_eq!(stderr.matches("changed").count(), 1, "{what}: {stderr}");
+    }
+}
