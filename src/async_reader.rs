@@ -9,13 +9,13 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncSeek, ReadBuf};
 
-use crate::blocking::Blocking;
 use crate::buffer::StreamBuffer;
+use crate::engine::blocking::Blocking;
+use crate::engine::holds::HoldId;
+use crate::engine::poll::Polled;
+use crate::engine::shared::Want;
 use crate::error::{invalid_input, range_end};
-use crate::holds::HoldId;
-use crate::poll::Polled;
 use crate::reader::in_chunk;
-use crate::shared::Want;
 
 /// The most a cursor asks the buffer for at once (its chunk for `AsyncBufRead`).
 const CAPACITY: usize = 64 * 1024;

@@ -10,17 +10,17 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use crate::config::Builder;
-use crate::emit::Emit;
+use crate::builder::Builder;
+use crate::engine::pull::Puller;
+use crate::engine::settings::Config;
+use crate::engine::shared::{Filler, Shared, Want};
 use crate::error::{context, invalid_input};
-use crate::index::{Location, Slot};
-use crate::pull::Puller;
+use crate::fanout::emit::Emit;
 use crate::reader::Reader;
-use crate::settings::Config;
-use crate::shared::{Filler, Shared, Want};
 use crate::source::{ChunkSource, Fill, ReadSource};
-use crate::spill::{check_file_size, Spill, SpillStorage};
 use crate::stats::Stats;
+use crate::store::index::{Location, Slot};
+use crate::store::spill::{check_file_size, Spill, SpillStorage};
 use crate::sync::{Arc, Mutex, Ordering};
 use crate::validators::Validators;
 
@@ -592,7 +592,7 @@ impl fmt::Debug for StreamBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spill::HeapStorage;
+    use crate::store::spill::HeapStorage;
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 13 % 256) as u8).collect()

@@ -87,97 +87,44 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-mod ahead;
-mod append;
 #[cfg(feature = "tokio")]
 mod async_reader;
 #[cfg(feature = "tokio")]
 mod async_writer;
-#[cfg(feature = "tokio")]
-mod blocking;
 mod buffer;
-mod chunk;
-mod config;
-#[cfg(feature = "http")]
-mod connections;
-mod consumer;
-mod deliver;
-#[cfg(feature = "tokio")]
-mod drive;
-mod emit;
+mod builder;
+mod engine;
 mod error;
-mod feed;
-mod fetch;
-mod holds;
-#[cfg(feature = "http")]
-mod http_errors;
-#[cfg(feature = "http")]
-mod http_sink;
-mod index;
-mod inline;
-mod marks;
-#[cfg(feature = "object-store")]
-mod object;
-#[cfg(feature = "tokio")]
-mod poll;
-mod pool;
-#[cfg(feature = "http")]
-mod preconditions;
-mod publish;
-mod pull;
-#[cfg(feature = "http")]
-mod ranges;
-mod read;
+mod fanout;
+mod net;
 mod reader;
-mod report;
-mod retry;
-mod segment;
-#[cfg(feature = "http")]
-mod serve;
-mod settings;
-mod sharded;
-mod shared;
-mod sink;
-mod slots;
 mod source;
-mod spill;
-mod spiller;
 mod stats;
-mod stop;
+mod store;
 mod sync;
-mod taps;
-mod tiers;
-#[cfg(feature = "http")]
-mod url;
 mod validators;
 mod writer;
 
 #[cfg(feature = "tokio")]
 pub use async_reader::AsyncReader;
 pub use buffer::StreamBuffer;
-pub use chunk::Chunk;
-pub use config::Builder;
-pub use consumer::Consumer;
-pub use emit::{Emit, Parallel, Serial};
+pub use builder::Builder;
 pub use error::Error;
-#[cfg(feature = "http")]
-pub use http_sink::HttpSink;
-pub use index::Location;
+pub use fanout::{
+    is_transient, Chunk, Consumer, Emit, HttpStatus, Parallel, Pool, Report, RetryPolicy, Serial,
+    Sink, WriteSink,
+};
 #[cfg(feature = "object-store")]
-pub use object::{
+pub use net::{
     upload, ObjectSink, ObjectSource, Upload, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
     MAX_PART_SIZE, MIN_PART_SIZE,
 };
-pub use pool::Pool;
-pub use reader::Reader;
-pub use report::Report;
-pub use retry::{is_transient, HttpStatus, RetryPolicy};
 #[cfg(feature = "http")]
-pub use serve::{Running, Served, Server};
-pub use sink::{Sink, WriteSink};
+pub use net::{HttpSink, Running, Served, Server};
+pub use reader::Reader;
 pub use source::{RangeSource, SeekSource};
-pub use spill::SpillStorage;
 pub use stats::Stats;
+pub use store::{Location, SpillStorage};
 pub use validators::Validators;
 pub use writer::Writer;
 

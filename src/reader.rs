@@ -4,9 +4,9 @@ use std::fmt;
 use std::io::{self, BufRead, Read, Seek, SeekFrom};
 
 use crate::buffer::StreamBuffer;
+use crate::engine::holds::HoldId;
+use crate::engine::shared::Want;
 use crate::error::invalid_input;
-use crate::holds::HoldId;
-use crate::shared::Want;
 
 /// Size of a cursor's own buffer for [`BufRead`]; reads at least this large bypass it.
 const CAPACITY: usize = 8 * 1024;

@@ -3,10 +3,10 @@
 use std::fmt;
 use std::io;
 
-use crate::append::Appender;
+use crate::engine::append::Appender;
+use crate::engine::holds::Blocked;
+use crate::engine::shared::Shared;
 use crate::error::Error;
-use crate::holds::Blocked;
-use crate::shared::Shared;
 use crate::sync::{Arc, Ordering};
 use crate::StreamBuffer;
 
@@ -131,7 +131,7 @@ impl Writer {
     /// Appends as much of `buf` as the budgets allow; see [`Write::write`](io::Write::write).
     /// Appends `buf` (or a prefix of it). A full window makes a thread wait for readers to move
     /// on; with `wait` false it returns what it appended instead, and `Err(blocked)` if that
-    /// is nothing yet (for [`Holds::register`](crate::holds::Holds)).
+    /// is nothing yet (for [`Holds::register`](crate::engine::holds::Holds)).
     pub(crate) fn append(&mut self, buf: &[u8], wait: bool) -> Result<io::Result<usize>, Blocked> {
         let shared = &*self.shared;
         let mut written = 0;

@@ -22,9 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::async_reader::AsyncReader;
 use crate::buffer::StreamBuffer;
-use crate::connections::{default_limit, Connections, Ended, Progress, Tracked, Watched};
-use crate::preconditions::{Current, Verdict};
-use crate::ranges::{self, Spec};
+use crate::net::connections::{default_limit, Connections, Ended, Progress, Tracked, Watched};
+use crate::net::preconditions::{Current, Verdict};
+use crate::net::ranges::{self, Spec};
 
 /// How much of the body one frame carries at most.
 const FRAME: usize = 64 * 1024;

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::index::Slot;
+use crate::store::index::Slot;
 
 /// Segments per page (a power of two). 64 slots are about 2.5 KiB, and cover 4 MiB of stream
 /// with the default 64 KiB segments.

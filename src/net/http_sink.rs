@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use ureq::Agent;
 
-use crate::http_errors::{io_error, status_error};
-use crate::sink::Sink;
+use crate::fanout::sink::Sink;
+use crate::net::http_errors::{io_error, status_error};
 
 /// A [`Sink`] that sends each chunk to a URL in a request of its own (`POST` or `PUT`), with
 /// headers that let the server put the pieces together: `Content-Range: bytes a-b/*`, and on

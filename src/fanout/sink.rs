@@ -5,11 +5,11 @@ use std::io::{self, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use crate::chunk::Chunk;
-use crate::deliver::Callback;
 use crate::error::panic_message;
-use crate::retry::RetryPolicy;
-use crate::stop::Stop;
+use crate::fanout::chunk::Chunk;
+use crate::fanout::deliver::Callback;
+use crate::fanout::retry::RetryPolicy;
+use crate::fanout::stop::Stop;
 use crate::sync::Arc;
 
 /// The receiving end of a sink consumer, started with [`Emit::sink`](crate::Emit::sink).

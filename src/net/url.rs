@@ -9,8 +9,8 @@ use std::time::Duration;
 use ureq::http::Response;
 use ureq::{Agent, Body};
 
-use crate::http_errors::{io_error, status_error};
-use crate::retry::RetryPolicy;
+use crate::fanout::retry::RetryPolicy;
+use crate::net::http_errors::{io_error, status_error};
 use crate::source::RangeSource;
 use crate::validators::Validators;
 use crate::{Builder, StreamBuffer};

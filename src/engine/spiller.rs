@@ -21,7 +21,7 @@ use std::sync::Weak;
 
 use bytes::Bytes;
 
-use crate::shared::Shared;
+use crate::engine::shared::Shared;
 use crate::sync::{Arc, Condvar, Mutex};
 
 /// The spiller's mailbox, shared by the buffer and its thread (not part of `Shared`, so the

@@ -17,7 +17,7 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 use crate::error::invalid_input;
-use crate::sink::Sink;
+use crate::fanout::sink::Sink;
 use crate::source::RangeSource;
 use crate::validators::Validators;
 

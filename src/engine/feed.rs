@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::chunk::{Bin, Chunk};
-use crate::holds::HoldId;
-use crate::shared::{Filler, Shared, State};
+use crate::engine::holds::HoldId;
+use crate::engine::shared::{Filler, Shared, State};
+use crate::fanout::chunk::{Bin, Chunk};
 use crate::sync::Arc;
 
 /// What a poll found.

@@ -2,11 +2,11 @@
 //! make produce. Whoever holds the writer role reads the source straight into the appender's
 //! unpublished tail and publishes each read.
 
-use crate::append::Appender;
+use crate::engine::append::Appender;
+use crate::engine::holds::Blocked;
+use crate::engine::publish::Publish;
+use crate::engine::shared::Shared;
 use crate::error::Error;
-use crate::holds::Blocked;
-use crate::publish::Publish;
-use crate::shared::Shared;
 use crate::source::{call, Fill};
 use crate::sync::{MutexGuard, Ordering};
 

@@ -8,7 +8,7 @@
 //! it), and its publishes wake the tasks. Errors are not its to return: a failed source is
 //! recorded in the index's state, where every waiting task finds it.
 
-use crate::shared::{Shared, Want};
+use crate::engine::shared::{Shared, Want};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// What the pulling thread is asked for, and whether it runs.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ureq::http::Response;
 use ureq::Body;
 
-use crate::retry::HttpStatus;
+use crate::fanout::retry::HttpStatus;
 
 /// A client error as an `io::Error` whose kind says whether a retry may help.
 pub(crate) fn io_error(error: ureq::Error) -> io::Error {

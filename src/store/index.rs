@@ -9,8 +9,8 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 use rangemap::RangeSet;
 
-use crate::slots::SlotTable;
-use crate::spill::{Mapped, Spill};
+use crate::store::slots::SlotTable;
+use crate::store::spill::{Mapped, Spill};
 use crate::sync::{AtomicBool, OnceLock, Ordering};
 
 /// Where a requested byte range stands against what is filled, the four cases of the read path.
@@ -552,7 +552,9 @@ mod tests {
         assert_eq!(ix.take_referenced(0), Some(true));
         assert_eq!(ix.take_referenced(0), Some(false));
 
-        let storage = Spill::Custom(std::sync::Arc::new(crate::spill::HeapStorage::default()));
+        let storage = Spill::Custom(std::sync::Arc::new(
+            crate::store::spill::HeapStorage::default(),
+        ));
         storage.reserve(16).unwrap();
         storage.write_at(0, &all).unwrap();
         let freed = ix.move_to_disk(0).unwrap();

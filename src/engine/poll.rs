@@ -10,8 +10,8 @@
 use std::io;
 use std::task::Waker;
 
+use crate::engine::shared::{Filler, Shared, Want};
 use crate::error::{range_end, Error};
-use crate::shared::{Filler, Shared, Want};
 
 /// The outcome of [`Shared::poll_some`].
 pub(crate) enum Polled {

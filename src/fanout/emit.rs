@@ -6,14 +6,14 @@ use std::io;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use crate::chunk::Chunk;
-use crate::consumer::{self, Consumer, Plan, Where};
+use crate::engine::shared::Filler;
 use crate::error::invalid_input;
-use crate::pool::Pool;
-use crate::retry::RetryPolicy;
-use crate::shared::Filler;
-use crate::sink::{self, Sink};
-use crate::stop::Stop;
+use crate::fanout::chunk::Chunk;
+use crate::fanout::consumer::{self, Consumer, Plan, Where};
+use crate::fanout::pool::Pool;
+use crate::fanout::retry::RetryPolicy;
+use crate::fanout::sink::{self, Sink};
+use crate::fanout::stop::Stop;
 use crate::StreamBuffer;
 
 /// Marker of an [`Emit`] whose callback gets one chunk at a time (`FnMut`).

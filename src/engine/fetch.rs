@@ -6,10 +6,10 @@
 use std::io;
 use std::ops::Range;
 
+use crate::engine::shared::{Shared, State};
 use crate::error::Error;
-use crate::index::Slot;
-use crate::shared::{Shared, State};
 use crate::source::{call, RangeSource};
+use crate::store::index::Slot;
 
 /// The most segments one fetch claims: a long read becomes several fetches, which can run in
 /// parallel and publish early.

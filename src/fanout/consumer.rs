@@ -9,17 +9,17 @@ use std::time::Duration;
 
 use crossbeam_channel::unbounded;
 
-use crate::chunk::Chunk;
-use crate::deliver::{
+use crate::engine::feed::{Feed, Polled};
+use crate::engine::holds::HoldId;
+use crate::engine::shared::Shared;
+use crate::fanout::chunk::Chunk;
+use crate::fanout::deliver::{
     ask, finished, guard, panicked, Callback, Deliver, OnDone, Sampler, SharedCallback,
 };
-use crate::feed::{Feed, Polled};
-use crate::holds::HoldId;
-use crate::inline::{Inline, InlineControl};
-use crate::pool::Pool;
-use crate::report::Report;
-use crate::shared::Shared;
-use crate::stop::Stop;
+use crate::fanout::inline::{Inline, InlineControl};
+use crate::fanout::pool::Pool;
+use crate::fanout::report::Report;
+use crate::fanout::stop::Stop;
 use crate::sync::{spawn_joinable, Arc, JoinHandle};
 
 /// Where a consumer's callbacks run.

@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use crate::engine::holds::Blocked;
+use crate::engine::shared::Shared;
 use crate::error::Error;
-use crate::holds::Blocked;
-use crate::index::Slot;
-use crate::shared::Shared;
+use crate::store::index::Slot;
+use crate::store::tiers::Tiers;
 use crate::sync::Ordering;
-use crate::tiers::Tiers;
 
 /// The producer's side of the index.
 ///

@@ -19,7 +19,9 @@ pub(crate) use loom_shim::*;
 
 /// The index lock: a reader-writer lock whose readers write no cache line that readers on
 /// other cores write (see `sharded.rs`; in a loom build it is made of loom's primitives).
-pub(crate) use crate::sharded::{ReadGuard as IndexReadGuard, ShardedLock as IndexLock};
+pub(crate) use sharded::{ReadGuard as IndexReadGuard, ShardedLock as IndexLock};
+
+mod sharded;
 
 #[cfg(not(loom))]
 pub(crate) use std::thread::ThreadId;

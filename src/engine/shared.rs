@@ -5,23 +5,23 @@ use std::io;
 use std::ops::Range;
 use std::sync::Weak;
 
-use crate::ahead::Ahead;
+use crate::engine::ahead::Ahead;
 #[cfg(feature = "tokio")]
-use crate::drive::Drive;
+use crate::engine::drive::Drive;
+use crate::engine::fetch::Ranged;
+use crate::engine::holds::Holds;
+use crate::engine::publish::Publish;
+use crate::engine::pull::Puller;
+use crate::engine::settings::Config;
+use crate::engine::spiller::Spiller;
+use crate::engine::taps::Taps;
 use crate::error::{context, Error};
-use crate::fetch::Ranged;
-use crate::holds::Holds;
-use crate::index::Index;
-use crate::marks::Marks;
-use crate::publish::Publish;
-use crate::pull::Puller;
-use crate::segment::{BufferCounts, Pool};
-use crate::settings::Config;
-use crate::spill::{FileStorage, Spill, SpillStorage};
-use crate::spiller::Spiller;
+use crate::store::buffers::{BufferCounts, Pool};
+use crate::store::index::Index;
+use crate::store::marks::Marks;
+use crate::store::spill::{FileStorage, Spill, SpillStorage};
+use crate::store::tiers::Tiers;
 use crate::sync::{Arc, AtomicU64, IndexLock, Mutex, OnceLock, Ordering};
-use crate::taps::Taps;
-use crate::tiers::Tiers;
 use crate::validators::Validators;
 
 /// Everything the handles share.

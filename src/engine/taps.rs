@@ -5,7 +5,7 @@
 //! no lock held (a pulled stream's producer still holds its writer role). A tap copies what it
 //! needs before the producer goes on, so it never needs the bytes to stay: it is never behind.
 
-use crate::shared::Shared;
+use crate::engine::shared::Shared;
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 
 /// A consumer fed by the producer. Implemented by the public face's inline consumer.

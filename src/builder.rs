@@ -6,16 +6,16 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 
 use crate::buffer::StreamBuffer;
-use crate::error::invalid_input;
-use crate::fetch::Ranged;
-use crate::pull::Puller;
-use crate::settings::{
+use crate::engine::fetch::Ranged;
+use crate::engine::pull::Puller;
+use crate::engine::settings::{
     Config, DEFAULT_MAX_FETCHES, DEFAULT_MEMORY_BUDGET, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE,
     MIN_SEGMENT_SIZE,
 };
-use crate::shared::Filler;
+use crate::engine::shared::Filler;
+use crate::error::invalid_input;
 use crate::source::{ChunkSource, Fill, RangeSource, ReadSource};
-use crate::spill::SpillStorage;
+use crate::store::spill::SpillStorage;
 use crate::sync::Mutex;
 use crate::validators::Validators;
 use crate::writer::Writer;

@@ -7,12 +7,12 @@
 use std::io;
 use std::ops::Range;
 
+use crate::engine::fetch::{claim, fetch, max_run, Claim, Ranged};
+use crate::engine::holds::{Blocked, Held};
+use crate::engine::pull::Role;
+use crate::engine::shared::{Filler, Shared, State, Want};
 use crate::error::{range_end, Error};
-use crate::fetch::{claim, fetch, max_run, Claim, Ranged};
-use crate::holds::{Blocked, Held};
-use crate::index::{Location, Slot};
-use crate::pull::Role;
-use crate::shared::{Filler, Shared, State, Want};
+use crate::store::index::{Location, Slot};
 use crate::sync::{IndexReadGuard, Ordering};
 
 impl Shared {

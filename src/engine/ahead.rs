@@ -11,7 +11,7 @@
 use std::ops::Range;
 use std::sync::Weak;
 
-use crate::shared::Shared;
+use crate::engine::shared::Shared;
 use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
 
 /// What the worker should fill next, and whether the buffer is gone.

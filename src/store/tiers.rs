@@ -7,12 +7,12 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::engine::holds::Blocked;
+use crate::engine::shared::{Filler, Shared};
+use crate::engine::spiller::Written;
 use crate::error::Error;
-use crate::holds::Blocked;
-use crate::index::{Evicted, Slot};
-use crate::segment::Pool;
-use crate::shared::{Filler, Shared};
-use crate::spiller::Written;
+use crate::store::buffers::Pool;
+use crate::store::index::{Evicted, Slot};
 use crate::sync::{Arc, Ordering};
 
 /// Owned by the buffer's tiers mutex; taken by whoever completes a segment.

@@ -4,12 +4,12 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::deliver::Deliver;
-use crate::feed::{Feed, Polled};
-use crate::report::Report;
-use crate::shared::Shared;
+use crate::engine::feed::{Feed, Polled};
+use crate::engine::shared::Shared;
+use crate::engine::taps::Tap;
+use crate::fanout::deliver::Deliver;
+use crate::fanout::report::Report;
 use crate::sync::{current_thread, fence, Arc, AtomicBool, Condvar, Mutex, Ordering, ThreadId};
-use crate::taps::Tap;
 
 /// What a `Consumer` needs of its inline consumer.
 pub(crate) trait InlineControl: Send + Sync {

@@ -5,8 +5,8 @@ use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use crate::chunk::Chunk;
 use crate::error::panic_message;
+use crate::fanout::chunk::Chunk;
 use crate::sync::Arc;
 
 pub(crate) type Callback<T> = Box<dyn FnMut(Chunk) -> io::Result<T> + Send>;

@@ -1,0 +1,26 @@
+//! The store: where a buffer's bytes are and what is filled, as data. Nothing here knows the
+//! engine that fills it or the handles that read it (it imports only `error`, `sync` and its
+//! own files).
+//!
+//! 1. `index.rs`: [`Index`](index::Index), which byte ranges are filled, and [`Location`], the
+//!    read path's four cases.
+//! 2. `slots.rs`: [`Slot`](slots::Slot), where one segment's bytes live, and the paged table
+//!    of slots.
+//! 3. `tiers.rs`: [`Tiers`](tiers::Tiers), the RAM tier's buffer pool and CLOCK lists (the
+//!    policy that uses them is the engine's `budget.rs`).
+//! 4. `buffers.rs`: segment buffers and the pool that recycles them.
+//! 5. `spill.rs`: [`SpillStorage`], the spill file and the maps that read it.
+//! 6. `marks.rs`: where a stream's writes ended, and when they arrived.
+//!
+//! Leaves it: `Location` and `SpillStorage` (public); each file's `pub(crate)` items to the
+//! engine, imported from the file that defines them.
+
+pub(crate) mod buffers;
+pub(crate) mod index;
+pub(crate) mod marks;
+pub(crate) mod slots;
+pub(crate) mod spill;
+pub(crate) mod tiers;
+
+pub use index::Location;
+pub use spill::SpillStorage;
