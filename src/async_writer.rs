@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 
 use crate::sync::Ordering;
-use crate::Writer;
+use crate::writer::Writer;
 
 impl AsyncWrite for Writer {
     fn poll_write(

@@ -1,27 +1,25 @@
-//! [`StreamBuffer`]: the public handle. The engine it drives lives below it (`shared.rs`,
-//! `read.rs`, the appender and the store); nothing there imports this file.
+//! [`StreamBuffer`]: the public handle, at the bottom of the public face. The engine it drives
+//! lives below it (`engine/`, `store/`); nothing there imports this file. Each of its
+//! constructors lives with what it makes: `new`, `from_chunks` and `builder` in `builder.rs`,
+//! `reader` in `reader.rs`, `emit` in `fanout/emit.rs`, `async_reader` in `async_reader.rs`.
 
 use std::fmt;
 use std::fs::{File, Permissions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use bytes::Bytes;
 
-use crate::builder::Builder;
-use crate::engine::pull::Puller;
 use crate::engine::settings::Config;
 use crate::engine::shared::{Filler, Shared, Want};
 use crate::error::{context, invalid_input};
-use crate::fanout::emit::Emit;
-use crate::reader::Reader;
-use crate::source::{ChunkSource, Fill, ReadSource};
 use crate::stats::Stats;
-use crate::store::index::{Location, Slot};
+use crate::store::index::Location;
+use crate::store::slots::Slot;
 use crate::store::spill::{check_file_size, Spill, SpillStorage};
-use crate::sync::{Arc, Mutex, Ordering};
+use crate::sync::{Arc, Ordering};
 use crate::validators::Validators;
 
 /// A shared, seekable, random-access buffer over a forward-only byte stream.
@@ -78,51 +76,6 @@ pub struct StreamBuffer {
 }
 
 impl StreamBuffer {
-    /// A buffer with the default settings over `reader`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let buf = sparsebuf::StreamBuffer::new(&b"hello world"[..]);
-    /// assert_eq!(buf.read_range(6..11)?, b"world");
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn new<R: Read + Send + 'static>(reader: R) -> Self {
-        Self::with_defaults(Box::new(ReadSource(reader)))
-    }
-
-    /// A buffer with the default settings over an iterator of chunks, such as the body of an
-    /// HTTP response. An `Err` item is the source's failure (see [`Error`](crate::Error)).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use sparsebuf::StreamBuffer;
-    ///
-    /// let chunks = vec![Ok::<_, std::io::Error>(b"abc".to_vec()), Ok(b"def".to_vec())];
-    /// let buf = StreamBuffer::from_chunks(chunks);
-    /// assert_eq!(buf.read_range(2..5)?, b"cde");
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn from_chunks<I, B>(chunks: I) -> Self
-    where
-        I: IntoIterator<Item = io::Result<B>>,
-        I::IntoIter: Send + 'static,
-        B: AsRef<[u8]> + Send + 'static,
-    {
-        Self::with_defaults(Box::new(ChunkSource::new(chunks.into_iter())))
-    }
-
-    fn with_defaults(source: Box<dyn Fill>) -> Self {
-        let filler = Filler::Pull(Mutex::new(Puller::new(source)));
-        Self::from_parts(Builder::new().unchecked(), filler, None)
-    }
-
-    /// A [`Builder`] to choose segment size, memory budget, spill directory and length.
-    pub fn builder() -> Builder {
-        Builder::new()
-    }
-
     pub(crate) fn from_parts(
         config: Config,
         filler: Filler,
@@ -264,71 +217,6 @@ impl StreamBuffer {
         };
         let reached = self.shared.wait_held(from, to)?;
         Ok(reached.min(self.shared.clip(range.end)))
-    }
-
-    /// A new cursor at offset 0, implementing [`Read`], [`Seek`](std::io::Seek) and
-    /// [`BufRead`](std::io::BufRead). Cursors are independent of each other.
-    pub fn reader(&self) -> Reader {
-        self.reader_at(0)
-    }
-
-    /// A new cursor at `offset`: the same as [`reader`](StreamBuffer::reader) followed by a
-    /// seek, except that on a windowed stream the cursor never holds offset 0, even for a
-    /// moment. Join a live stream at the oldest byte still kept with
-    /// `buf.reader_at(buf.window_start())`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::io::Read;
-    /// use sparsebuf::StreamBuffer;
-    ///
-    /// let live = std::io::repeat(1).take(1 << 20); // stands in for an endless stream
-    /// let buf = StreamBuffer::builder().window(256 << 10).build(live)?;
-    /// buf.wait_for(500_000..500_001)?; // the stream has moved on, and so has its window
-    /// assert!(buf.window_start() > 0);
-    ///
-    /// let mut late = buf.reader_at(buf.window_start());
-    /// let mut frame = [0u8; 1000];
-    /// late.read_exact(&mut frame)?;
-    /// assert_eq!(frame, [1u8; 1000]);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn reader_at(&self, offset: u64) -> Reader {
-        Reader::new(self.clone(), offset)
-    }
-
-    /// A fan-out consumer of this buffer, to be configured and started: it gets the stream in
-    /// chunks of `chunk_size` bytes, from [`window_start`](StreamBuffer::window_start) on, at
-    /// its own pace. See [`Emit`] for the options and the guarantees. `T`, what the callback
-    /// returns, is usually inferred from the callback.
-    ///
-    /// Works on every kind of buffer: a push stream's consumers wait for its
-    /// [`Writer`](crate::Writer); a consumer of a pulled stream pulls, as a reader would; a
-    /// range source's consumer fetches what it needs.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::io::Cursor;
-    /// use std::sync::{Arc, Mutex};
-    /// use sparsebuf::StreamBuffer;
-    ///
-    /// let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
-    /// let buf = StreamBuffer::new(Cursor::new(data.clone()));
-    /// let got = Arc::new(Mutex::new(Vec::new()));
-    /// let sink = got.clone();
-    /// let consumer = buf
-    ///     .emit(4096)
-    ///     .on_done(move |piece: Vec<u8>| sink.lock().unwrap().extend(piece))
-    ///     .start(|chunk| Ok(chunk.to_vec()))?;
-    /// let report = consumer.join()?; // the consumer pulled the whole stream
-    /// assert_eq!((report.chunks, report.bytes), (3, 10_000));
-    /// assert_eq!(*got.lock().unwrap(), data);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn emit<T>(&self, chunk_size: usize) -> Emit<T> {
-        Emit::new(self.clone(), chunk_size)
     }
 
     /// The first byte still kept: 0 unless a live stream's [`window`](Builder::window) has
@@ -593,6 +481,7 @@ impl fmt::Debug for StreamBuffer {
 mod tests {
     use super::*;
     use crate::store::spill::HeapStorage;
+    use std::io::Read;
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 13 % 256) as u8).collect()

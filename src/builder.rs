@@ -6,13 +6,12 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 
 use crate::buffer::StreamBuffer;
-use crate::engine::fetch::Ranged;
 use crate::engine::pull::Puller;
 use crate::engine::settings::{
     Config, DEFAULT_MAX_FETCHES, DEFAULT_MEMORY_BUDGET, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE,
     MIN_SEGMENT_SIZE,
 };
-use crate::engine::shared::Filler;
+use crate::engine::shared::{Filler, Ranged};
 use crate::error::invalid_input;
 use crate::source::{ChunkSource, Fill, RangeSource, ReadSource};
 use crate::store::spill::SpillStorage;
@@ -87,6 +86,53 @@ impl fmt::Debug for Builder {
             .field("window", &self.window)
             .field("custom_storage", &self.storage.is_some())
             .finish()
+    }
+}
+
+impl StreamBuffer {
+    /// A buffer with the default settings over `reader`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let buf = sparsebuf::StreamBuffer::new(&b"hello world"[..]);
+    /// assert_eq!(buf.read_range(6..11)?, b"world");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn new<R: Read + Send + 'static>(reader: R) -> Self {
+        Self::with_defaults(Box::new(ReadSource(reader)))
+    }
+
+    /// A buffer with the default settings over an iterator of chunks, such as the body of an
+    /// HTTP response. An `Err` item is the source's failure (see [`Error`](crate::Error)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sparsebuf::StreamBuffer;
+    ///
+    /// let chunks = vec![Ok::<_, std::io::Error>(b"abc".to_vec()), Ok(b"def".to_vec())];
+    /// let buf = StreamBuffer::from_chunks(chunks);
+    /// assert_eq!(buf.read_range(2..5)?, b"cde");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_chunks<I, B>(chunks: I) -> Self
+    where
+        I: IntoIterator<Item = io::Result<B>>,
+        I::IntoIter: Send + 'static,
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        Self::with_defaults(Box::new(ChunkSource::new(chunks.into_iter())))
+    }
+
+    fn with_defaults(source: Box<dyn Fill>) -> Self {
+        let filler = Filler::Pull(Mutex::new(Box::new(Puller::new(source))));
+        Self::from_parts(Builder::new().unchecked(), filler, None)
+    }
+
+    /// A [`Builder`] to choose segment size, memory budget, spill directory and length.
+    pub fn builder() -> Builder {
+        Builder::new()
     }
 }
 
@@ -344,7 +390,7 @@ impl Builder {
 
     fn build_with(self, source: Box<dyn Fill>) -> io::Result<StreamBuffer> {
         let storage = self.storage.clone();
-        let filler = Filler::Pull(Mutex::new(Puller::new(source)));
+        let filler = Filler::Pull(Mutex::new(Box::new(Puller::new(source))));
         Ok(StreamBuffer::from_parts(self.config()?, filler, storage))
     }
 

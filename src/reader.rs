@@ -51,6 +51,40 @@ pub struct Reader {
     end: usize,
 }
 
+impl StreamBuffer {
+    /// A new cursor at offset 0, implementing [`Read`], [`Seek`](std::io::Seek) and
+    /// [`BufRead`](std::io::BufRead). Cursors are independent of each other.
+    pub fn reader(&self) -> Reader {
+        self.reader_at(0)
+    }
+
+    /// A new cursor at `offset`: the same as [`reader`](StreamBuffer::reader) followed by a
+    /// seek, except that on a windowed stream the cursor never holds offset 0, even for a
+    /// moment. Join a live stream at the oldest byte still kept with
+    /// `buf.reader_at(buf.window_start())`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use sparsebuf::StreamBuffer;
+    ///
+    /// let live = std::io::repeat(1).take(1 << 20); // stands in for an endless stream
+    /// let buf = StreamBuffer::builder().window(256 << 10).build(live)?;
+    /// buf.wait_for(500_000..500_001)?; // the stream has moved on, and so has its window
+    /// assert!(buf.window_start() > 0);
+    ///
+    /// let mut late = buf.reader_at(buf.window_start());
+    /// let mut frame = [0u8; 1000];
+    /// late.read_exact(&mut frame)?;
+    /// assert_eq!(frame, [1u8; 1000]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reader_at(&self, offset: u64) -> Reader {
+        Reader::new(self.clone(), offset)
+    }
+}
+
 impl Reader {
     /// A cursor at `pos` (holding it, on a windowed stream).
     pub(crate) fn new(buffer: StreamBuffer, pos: u64) -> Self {

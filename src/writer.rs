@@ -3,12 +3,12 @@
 use std::fmt;
 use std::io;
 
+use crate::buffer::StreamBuffer;
 use crate::engine::append::Appender;
 use crate::engine::holds::Blocked;
 use crate::engine::shared::Shared;
 use crate::error::Error;
 use crate::sync::{Arc, Ordering};
-use crate::StreamBuffer;
 
 /// The only producer of a push stream: an [`io::Write`] whose bytes readers of the paired
 /// [`StreamBuffer`] see as soon as each `write` returns.

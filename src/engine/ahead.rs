@@ -11,8 +11,11 @@
 use std::ops::Range;
 use std::sync::Weak;
 
-use crate::engine::shared::Shared;
 use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
+
+/// The worker's step for its owner `S` (a buffer's shared state): fill up to the end of the
+/// segment holding the target's start, for the request numbered so; where the step ended.
+pub(crate) type Step<S> = fn(&S, Range<u64>, u64) -> std::io::Result<u64>;
 
 /// What the worker should fill next, and whether the buffer is gone.
 #[derive(Default)]
@@ -48,7 +51,12 @@ impl Ahead {
     }
 
     /// Asks the worker to fill `range`, starting it if needed.
-    pub(crate) fn request(self: &Arc<Self>, shared: &Weak<Shared>, range: Range<u64>) {
+    pub(crate) fn request<S: Send + Sync + 'static>(
+        self: &Arc<Self>,
+        owner: &Weak<S>,
+        range: Range<u64>,
+        step: Step<S>,
+    ) {
         let mut want = self.want.lock();
         self.latest_start.store(range.start, Ordering::Relaxed);
         self.latest_end.store(range.end, Ordering::Relaxed);
@@ -56,9 +64,9 @@ impl Ahead {
         self.requests.fetch_add(1, Ordering::Release);
         if !want.started {
             want.started = true;
-            let (ahead, weak) = (self.clone(), shared.clone());
+            let (ahead, weak) = (self.clone(), owner.clone());
             // A worker that cannot be started only means no read-ahead; reads work without it.
-            let spawned = crate::sync::spawn("sparsebuf-read-ahead", move || ahead.run(weak));
+            let spawned = crate::sync::spawn("sparsebuf-read-ahead", move || ahead.run(weak, step));
             if spawned.is_err() {
                 want.started = false;
                 want.target = None;
@@ -108,15 +116,15 @@ impl Ahead {
         }
     }
 
-    fn run(&self, buffer: Weak<Shared>) {
+    fn run<S>(&self, buffer: Weak<S>, step: Step<S>) {
         let mut current = None;
         while let Some((target, request)) = self.next(current.take()) {
             let Some(shared) = buffer.upgrade() else {
                 return;
             };
             // One segment's worth; errors are the readers' to see when they get there.
-            let step = shared.fill_ahead_step(target.clone(), request);
-            current = match step {
+            let stepped = step(&shared, target.clone(), request);
+            current = match stepped {
                 Ok(at) if at < target.end && at > target.start => Some((at..target.end, request)),
                 _ => None,
             };

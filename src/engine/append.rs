@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use crate::engine::holds::Blocked;
 use crate::engine::shared::Shared;
 use crate::error::Error;
-use crate::store::index::Slot;
+use crate::store::slots::Slot;
 use crate::store::tiers::Tiers;
 use crate::sync::Ordering;
 

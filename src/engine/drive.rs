@@ -1,17 +1,20 @@
 //! Pulling for async cursors: a task never reads a forward-only source itself (that would block
 //! its runtime thread), so a background thread pulls on its behalf while the task waits on a
-//! waker (see `poll.rs`).
+//! waker (see `poll.rs`, which holds the pulling step).
 //!
 //! One thread at a time per buffer, started on demand and ended as soon as no task wants more:
 //! tasks raise `need` (the farthest byte any of them waits for) and start the thread if none
-//! runs. The thread pulls as any reader does (taking the writer role, or waiting for whoever has
-//! it), and its publishes wake the tasks. Errors are not its to return: a failed source is
-//! recorded in the index's state, where every waiting task finds it.
+//! runs. The thread runs its owner's step (a pull, as any reader pulls), whose publishes wake the
+//! tasks. Errors are not its to return: a failed source is recorded in the index's state, where
+//! every waiting task finds it.
 
-use crate::engine::shared::{Shared, Want};
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Weak;
 
-/// What the pulling thread is asked for, and whether it runs.
+use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
+
+/// The pulling thread's mailbox: what it is asked for, and whether it runs. Shared by the
+/// buffer and the thread (not part of the buffer's state, so the thread holds the buffer only
+/// while it pulls).
 pub(crate) struct Drive {
     need: AtomicU64,
     running: AtomicBool,
@@ -20,6 +23,9 @@ pub(crate) struct Drive {
     #[cfg(loom)]
     started: crate::sync::Mutex<Vec<crate::sync::JoinHandle<()>>>,
 }
+
+/// The thread's step for its owner `S`: pull up to the byte before `need`.
+pub(crate) type Step<S> = fn(&S, u64);
 
 impl Drive {
     pub(crate) fn new() -> Self {
@@ -30,56 +36,57 @@ impl Drive {
             started: crate::sync::Mutex::new(Vec::new()),
         }
     }
-}
 
-impl Shared {
-    /// Asks for the stream to be pulled up to `need` by a background thread; returns at once.
-    /// `Err` if no thread could be started.
-    pub(crate) fn pull_in_background(&self, need: u64) -> std::io::Result<()> {
-        let drive = &self.drive;
-        drive.need.fetch_max(need, Ordering::SeqCst);
-        if drive.running.swap(true, Ordering::SeqCst) {
+    /// Asks for the stream to be pulled up to `need` by a background thread running `step`;
+    /// returns at once. `Err` if no thread could be started.
+    pub(crate) fn request<S: Send + Sync + 'static>(
+        self: &Arc<Self>,
+        owner: &Weak<S>,
+        need: u64,
+        step: Step<S>,
+    ) -> std::io::Result<()> {
+        self.need.fetch_max(need, Ordering::SeqCst);
+        if self.running.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let Some(me) = self.me.upgrade() else {
-            drive.running.store(false, Ordering::SeqCst);
-            return Ok(());
-        };
+        let (drive, owner) = (self.clone(), owner.clone());
+        let run = move || drive.run(owner, step);
         #[cfg(not(loom))]
-        let started = crate::sync::spawn("sparsebuf-pull", move || me.drive());
+        let started = crate::sync::spawn("sparsebuf-pull", run);
         #[cfg(loom)]
-        let started = crate::sync::spawn_joinable("sparsebuf-pull", move || me.drive())
-            .map(|handle| self.drive.started.lock().push(handle));
+        let started = crate::sync::spawn_joinable("sparsebuf-pull", run)
+            .map(|handle| self.started.lock().push(handle));
         if started.is_err() {
-            drive.running.store(false, Ordering::SeqCst);
+            self.running.store(false, Ordering::SeqCst);
         }
         started
     }
 
     /// Joins the pulling threads started so far (a loom model's last step).
     #[cfg(loom)]
-    pub(crate) fn join_pulling(&self) {
-        let started = std::mem::take(&mut *self.drive.started.lock());
+    pub(crate) fn join(&self) {
+        let started = std::mem::take(&mut *self.started.lock());
         for handle in started {
             let _ = handle.join();
         }
     }
 
-    /// The thread: pulls to the latest `need` until no task asks for more.
-    fn drive(&self) {
-        let drive = &self.drive;
+    /// The thread: runs `step` to the latest `need` until no task asks for more (or the owner
+    /// is gone).
+    fn run<S>(&self, owner: Weak<S>, step: Step<S>) {
         loop {
-            let need = drive.need.load(Ordering::SeqCst);
-            // A task's read may reach past a known end: pull to the end, not past it (the last
-            // byte asked for would be past the end, and waiting for it would return at once).
-            let end = self.clip(need);
-            // Errors are recorded in the state (or, behind a window, met by the asking task).
-            let _ = self.wait_filled(end.saturating_sub(1), end, Want::All);
-            drive.running.store(false, Ordering::SeqCst);
+            let need = self.need.load(Ordering::SeqCst);
+            match owner.upgrade() {
+                Some(owner) => step(&owner, need),
+                None => {
+                    self.running.store(false, Ordering::SeqCst);
+                    return;
+                }
+            }
+            self.running.store(false, Ordering::SeqCst);
             // A task that raised `need` after the load above may have seen `running` still set
             // and left the work to this thread: take it back, unless another thread did.
-            if drive.need.load(Ordering::SeqCst) <= need
-                || drive.running.swap(true, Ordering::SeqCst)
+            if self.need.load(Ordering::SeqCst) <= need || self.running.swap(true, Ordering::SeqCst)
             {
                 return;
             }

@@ -6,20 +6,14 @@
 use std::io;
 use std::ops::Range;
 
-use crate::engine::shared::{Shared, State};
+use crate::engine::shared::{Ranged, Shared, State};
 use crate::error::Error;
 use crate::source::{call, RangeSource};
-use crate::store::index::Slot;
+use crate::store::slots::Slot;
 
 /// The most segments one fetch claims: a long read becomes several fetches, which can run in
 /// parallel and publish early.
 const MAX_RUN: u64 = 16;
-
-/// A range source and how many fetches of it may run at once.
-pub(crate) struct Ranged {
-    pub(crate) source: Box<dyn RangeSource>,
-    pub(crate) max_fetches: usize,
-}
 
 /// What a reader that needs `[offset, end)` should do next.
 #[derive(Debug, PartialEq, Eq)]

@@ -15,8 +15,8 @@
 //!    publish/wait protocol.
 //! 7. `ahead.rs` (read-ahead), `spiller.rs` (spill ahead), `drive.rs` (pulling for async
 //!    cursors): worker mailboxes, generic over their owner.
-//! 8. `taps.rs`: consumers fed by the producer. `feed.rs`: how a consumer cuts chunks.
-//!    `blocking.rs`: blocking work off an async task.
+//! 8. `taps.rs`: consumers fed by the producer. `blocking.rs`: blocking work off an async
+//!    task.
 //!
 //! `impl Shared` lives in `shared.rs`, `read.rs` and `poll.rs`.
 //!
@@ -33,9 +33,9 @@ pub(crate) mod ahead;
 pub(crate) mod append;
 #[cfg(feature = "tokio")]
 pub(crate) mod blocking;
+pub(crate) mod budget;
 #[cfg(feature = "tokio")]
 pub(crate) mod drive;
-pub(crate) mod feed;
 pub(crate) mod fetch;
 pub(crate) mod holds;
 #[cfg(feature = "tokio")]

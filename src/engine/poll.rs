@@ -71,3 +71,26 @@ impl Shared {
         }
     }
 }
+
+impl Shared {
+    /// Asks for the stream to be pulled up to `need` by a background thread (see `drive.rs`);
+    /// returns at once. `Err` if no thread could be started.
+    pub(crate) fn pull_in_background(&self, need: u64) -> io::Result<()> {
+        self.drive.request(&self.me, need, Shared::pull_to)
+    }
+
+    /// The pulling thread's step: pulls to `need`, clipped to a known end (a task's read may
+    /// reach past it; the last byte asked for would be past the end, and waiting for it would
+    /// return at once). Errors are recorded in the state (or, behind a window, met by the
+    /// asking task).
+    fn pull_to(&self, need: u64) {
+        let end = self.clip(need);
+        let _ = self.wait_filled(end.saturating_sub(1), end, Want::All);
+    }
+
+    /// Joins the pulling threads started so far (a loom model's last step).
+    #[cfg(loom)]
+    pub(crate) fn join_pulling(&self) {
+        self.drive.join();
+    }
+}

@@ -5,7 +5,7 @@
 use crate::engine::append::Appender;
 use crate::engine::holds::Blocked;
 use crate::engine::publish::Publish;
-use crate::engine::shared::Shared;
+use crate::engine::shared::{Producer, Shared};
 use crate::error::Error;
 use crate::source::{call, Fill};
 use crate::sync::{MutexGuard, Ordering};
@@ -20,26 +20,25 @@ pub(crate) struct Puller {
     appender: Appender,
 }
 
+impl Producer for Puller {
+    fn frontier(&self) -> u64 {
+        self.appender.frontier()
+    }
+
+    fn pull_until(&mut self, shared: &Shared, need: u64) -> Result<(), Blocked> {
+        while self.appender.frontier() < need && self.source.is_some() {
+            self.pull_once(shared)?;
+        }
+        Ok(())
+    }
+}
+
 impl Puller {
     pub(crate) fn new(source: Box<dyn Fill>) -> Self {
         Puller {
             source: Some(source),
             appender: Appender::new(),
         }
-    }
-
-    /// The end of the published bytes.
-    pub(crate) fn frontier(&self) -> u64 {
-        self.appender.frontier()
-    }
-
-    /// Pulls until the published frontier reaches `need` or the source ends or fails; `Err`
-    /// if a windowed stream has no room for another segment until a reader moves on.
-    pub(crate) fn pull_until(&mut self, shared: &Shared, need: u64) -> Result<(), Blocked> {
-        while self.appender.frontier() < need && self.source.is_some() {
-            self.pull_once(shared)?;
-        }
-        Ok(())
     }
 
     /// One read from the source, published at once.
@@ -99,19 +98,19 @@ fn read_source(source: &mut dyn Fill, dst: &mut [u8], offset: u64) -> Result<usi
 /// The writer role, held by one thread: releases the writer mutex and then notifies waiters
 /// when dropped (also while unwinding), so one of them can take the role over.
 pub(crate) struct Role<'a> {
-    writer: Option<MutexGuard<'a, Puller>>,
+    writer: Option<MutexGuard<'a, Box<dyn Producer>>>,
     publish: &'a Publish,
 }
 
 impl<'a> Role<'a> {
-    pub(crate) fn new(writer: MutexGuard<'a, Puller>, publish: &'a Publish) -> Self {
+    pub(crate) fn new(writer: MutexGuard<'a, Box<dyn Producer>>, publish: &'a Publish) -> Self {
         Role {
             writer: Some(writer),
             publish,
         }
     }
 
-    /// Pulls until `need` (see [`Puller::pull_until`]).
+    /// Pulls until `need` (see [`Producer::pull_until`]).
     pub(crate) fn pull_until(&mut self, shared: &Shared, need: u64) -> Result<(), Blocked> {
         match self.writer.as_mut() {
             Some(writer) => writer.pull_until(shared, need),

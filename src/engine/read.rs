@@ -7,12 +7,13 @@
 use std::io;
 use std::ops::Range;
 
-use crate::engine::fetch::{claim, fetch, max_run, Claim, Ranged};
+use crate::engine::fetch::{claim, fetch, max_run, Claim};
 use crate::engine::holds::{Blocked, Held};
 use crate::engine::pull::Role;
-use crate::engine::shared::{Filler, Shared, State, Want};
+use crate::engine::shared::{Filler, Ranged, Shared, State, Want};
 use crate::error::{range_end, Error};
-use crate::store::index::{Location, Slot};
+use crate::store::index::Location;
+use crate::store::slots::Slot;
 use crate::sync::{IndexReadGuard, Ordering};
 
 impl Shared {
@@ -337,7 +338,7 @@ impl Shared {
             return;
         }
         if let Some(range) = self.clamp_ahead(range) {
-            self.ahead.request(&self.me, range);
+            self.ahead.request(&self.me, range, Shared::fill_ahead_step);
         }
     }
 

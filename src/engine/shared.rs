@@ -8,14 +8,13 @@ use std::sync::Weak;
 use crate::engine::ahead::Ahead;
 #[cfg(feature = "tokio")]
 use crate::engine::drive::Drive;
-use crate::engine::fetch::Ranged;
-use crate::engine::holds::Holds;
+use crate::engine::holds::{Blocked, Holds};
 use crate::engine::publish::Publish;
-use crate::engine::pull::Puller;
 use crate::engine::settings::Config;
 use crate::engine::spiller::Spiller;
 use crate::engine::taps::Taps;
 use crate::error::{context, Error};
+use crate::source::RangeSource;
 use crate::store::buffers::{BufferCounts, Pool};
 use crate::store::index::Index;
 use crate::store::marks::Marks;
@@ -69,10 +68,10 @@ pub(crate) struct Shared {
     /// The background thread that writes a stream's spilled segments (see `spiller.rs`).
     pub(crate) spiller: Arc<Spiller>,
     /// Inline consumers, fed by the producer, and the count of all consumers (see `taps.rs`).
-    pub(crate) taps: Taps,
+    pub(crate) taps: Taps<Shared>,
     /// The thread that pulls a forward-only stream for async cursors (see `drive.rs`).
     #[cfg(feature = "tokio")]
-    pub(crate) drive: Drive,
+    pub(crate) drive: Arc<Drive>,
     /// What identifies the resource: the range source's, or the builder's.
     pub(crate) validators: Validators,
     /// This very `Shared`, for the background threads to hold weakly.
@@ -91,12 +90,28 @@ pub(crate) enum Filler {
     /// A forward-only stream that readers pull. Whoever holds the writer role may read it: held
     /// for as long as one reader's need takes to pull, never by a thread that waits for anything
     /// but the source or the disk.
-    Pull(Mutex<Puller>),
+    Pull(Mutex<Box<dyn Producer>>),
     /// A source that reads at any offset; fetches are claimed in the index (see `fetch.rs`).
     Ranged(Ranged),
     /// A stream pushed by its `Writer`, which owns the appender: readers past the frontier
     /// only wait.
     Push,
+}
+
+/// A range source and how many fetches of it may run at once.
+pub(crate) struct Ranged {
+    pub(crate) source: Box<dyn RangeSource>,
+    pub(crate) max_fetches: usize,
+}
+
+/// The producer of a forward-only stream that readers make produce (the pull driver,
+/// `pull.rs`): owned by whoever holds the writer role.
+pub(crate) trait Producer: Send {
+    /// The end of the published bytes.
+    fn frontier(&self) -> u64;
+    /// Produces until the published frontier reaches `need`, or the source ends or fails; `Err`
+    /// if a windowed stream has no room for another segment until a reader moves on.
+    fn pull_until(&mut self, shared: &Shared, need: u64) -> Result<(), Blocked>;
 }
 
 /// The part of the shared state guarded by the index lock.
@@ -236,7 +251,7 @@ impl Shared {
             spiller: Arc::new(Spiller::new()),
             taps: Taps::new(),
             #[cfg(feature = "tokio")]
-            drive: Drive::new(),
+            drive: Arc::new(Drive::new()),
             validators,
             me: me.clone(),
         })

@@ -21,7 +21,6 @@ use std::sync::Weak;
 
 use bytes::Bytes;
 
-use crate::engine::shared::Shared;
 use crate::sync::{Arc, Condvar, Mutex};
 
 /// The spiller's mailbox, shared by the buffer and its thread (not part of `Shared`, so the
@@ -54,9 +53,9 @@ struct Queue {
 /// it was not in RAM any more, or the storage's error.
 pub(crate) type Written = io::Result<Option<Bytes>>;
 
-/// What the thread runs for a run of adjacent segments of `T` (a buffer's `Shared`): each
-/// one's result.
-pub(crate) type WriteRun<T = Shared> = fn(&T, &[u64]) -> Vec<(u64, Written)>;
+/// What the thread runs for a run of adjacent segments of its owner `T` (a buffer's shared
+/// state): each one's result.
+pub(crate) type WriteRun<T> = fn(&T, &[u64]) -> Vec<(u64, Written)>;
 
 /// The most segments the thread writes with one call.
 const MAX_RUN: usize = 16;
@@ -125,7 +124,7 @@ impl Spiller {
     }
 
     /// Joins the thread once closed (a loom model's last step).
-    #[cfg(loom)]
+    #[cfg(all(loom, test))]
     pub(crate) fn join_thread(&self) {
         if let Some(handle) = self.thread.lock().take() {
             let _ = handle.join();

@@ -5,19 +5,19 @@
 //! no lock held (a pulled stream's producer still holds its writer role). A tap copies what it
 //! needs before the producer goes on, so it never needs the bytes to stay: it is never behind.
 
-use crate::engine::shared::Shared;
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 
-/// A consumer fed by the producer. Implemented by the public face's inline consumer.
-pub(crate) trait Tap: Send + Sync {
+/// A consumer fed by the producer of `C` (a buffer's shared state). Implemented by the inline
+/// consumer (`fanout/inline.rs`).
+pub(crate) trait Tap<C>: Send + Sync {
     /// Bytes were published, or the stream ended or failed: take what is there. Returns
     /// `false` once the tap wants nothing more (it finished, failed or was stopped).
-    fn deliver(&self, shared: &Shared) -> bool;
+    fn deliver(&self, owner: &C) -> bool;
 }
 
 /// The taps of one buffer, and how many consumers of any kind it has.
-pub(crate) struct Taps {
-    list: Mutex<Vec<Arc<dyn Tap>>>,
+pub(crate) struct Taps<C> {
+    list: Mutex<Vec<Arc<dyn Tap<C>>>>,
     /// `list.len()`, read without the lock on every publish.
     taps: AtomicU64,
     /// Registered consumers of any kind: while there is one, every write is marked exactly
@@ -25,7 +25,7 @@ pub(crate) struct Taps {
     consumers: AtomicU64,
 }
 
-impl Taps {
+impl<C> Taps<C> {
     pub(crate) fn new() -> Self {
         Taps {
             list: Mutex::new(Vec::new()),
@@ -35,7 +35,7 @@ impl Taps {
     }
 
     /// Registers a tap. Bytes published before this returns are the caller's to deliver.
-    pub(crate) fn add(&self, tap: Arc<dyn Tap>) {
+    pub(crate) fn add(&self, tap: Arc<dyn Tap<C>>) {
         let mut list = self.list.lock();
         list.push(tap);
         self.taps.store(list.len() as u64, Ordering::Release);
@@ -50,7 +50,7 @@ impl Taps {
 
     /// Feeds every tap, on the producer's thread. The list is copied first, so a tap's callback
     /// may start or stop consumers of the same buffer.
-    pub(crate) fn deliver(&self, shared: &Shared) {
+    pub(crate) fn deliver(&self, owner: &C) {
         // A tap registered after this load was added after the publish being announced (the
         // index lock orders them), so its own catch-up covers that publish.
         if self.taps.load(Ordering::Acquire) == 0 {
@@ -58,7 +58,7 @@ impl Taps {
         }
         let taps = self.list.lock().clone();
         for tap in &taps {
-            if !tap.deliver(shared) {
+            if !tap.deliver(owner) {
                 self.remove(Arc::as_ptr(tap) as *const ());
             }
         }

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use crossbeam_channel::unbounded;
 
-use crate::engine::feed::{Feed, Polled};
 use crate::engine::holds::HoldId;
 use crate::engine::shared::Shared;
 use crate::fanout::chunk::Chunk;
 use crate::fanout::deliver::{
     ask, finished, guard, panicked, Callback, Deliver, OnDone, Sampler, SharedCallback,
 };
+use crate::fanout::feed::{Feed, Polled};
 use crate::fanout::inline::{Inline, InlineControl};
 use crate::fanout::pool::Pool;
 use crate::fanout::report::Report;

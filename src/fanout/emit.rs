@@ -6,6 +6,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use crate::buffer::StreamBuffer;
 use crate::engine::shared::Filler;
 use crate::error::invalid_input;
 use crate::fanout::chunk::Chunk;
@@ -14,7 +15,6 @@ use crate::fanout::pool::Pool;
 use crate::fanout::retry::RetryPolicy;
 use crate::fanout::sink::{self, Sink};
 use crate::fanout::stop::Stop;
-use crate::StreamBuffer;
 
 /// Marker of an [`Emit`] whose callback gets one chunk at a time (`FnMut`).
 #[derive(Debug)]
@@ -88,6 +88,41 @@ pub struct Emit<T = (), M = Serial> {
     sampler: Option<Box<dyn FnMut() -> Duration + Send>>,
     retry: RetryPolicy,
     mode: PhantomData<M>,
+}
+
+impl StreamBuffer {
+    /// A fan-out consumer of this buffer, to be configured and started: it gets the stream in
+    /// chunks of `chunk_size` bytes, from [`window_start`](StreamBuffer::window_start) on, at
+    /// its own pace. See [`Emit`] for the options and the guarantees. `T`, what the callback
+    /// returns, is usually inferred from the callback.
+    ///
+    /// Works on every kind of buffer: a push stream's consumers wait for its
+    /// [`Writer`](crate::Writer); a consumer of a pulled stream pulls, as a reader would; a
+    /// range source's consumer fetches what it needs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Cursor;
+    /// use std::sync::{Arc, Mutex};
+    /// use sparsebuf::StreamBuffer;
+    ///
+    /// let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+    /// let buf = StreamBuffer::new(Cursor::new(data.clone()));
+    /// let got = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = got.clone();
+    /// let consumer = buf
+    ///     .emit(4096)
+    ///     .on_done(move |piece: Vec<u8>| sink.lock().unwrap().extend(piece))
+    ///     .start(|chunk| Ok(chunk.to_vec()))?;
+    /// let report = consumer.join()?; // the consumer pulled the whole stream
+    /// assert_eq!((report.chunks, report.bytes), (3, 10_000));
+    /// assert_eq!(*got.lock().unwrap(), data);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn emit<T>(&self, chunk_size: usize) -> Emit<T> {
+        Emit::new(self.clone(), chunk_size)
+    }
 }
 
 impl<T> Emit<T, Serial> {

@@ -4,10 +4,10 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::engine::feed::{Feed, Polled};
 use crate::engine::shared::Shared;
 use crate::engine::taps::Tap;
 use crate::fanout::deliver::Deliver;
+use crate::fanout::feed::{Feed, Polled};
 use crate::fanout::report::Report;
 use crate::sync::{current_thread, fence, Arc, AtomicBool, Condvar, Mutex, Ordering, ThreadId};
 
@@ -138,7 +138,7 @@ fn resume_at(pause: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-impl<T: Send + 'static> Tap for Inline<T> {
+impl<T: Send + 'static> Tap<Shared> for Inline<T> {
     fn deliver(&self, shared: &Shared) -> bool {
         self.feed(shared)
     }

@@ -9,11 +9,12 @@ use std::time::Duration;
 use ureq::http::Response;
 use ureq::{Agent, Body};
 
+use crate::buffer::StreamBuffer;
+use crate::builder::Builder;
 use crate::fanout::retry::RetryPolicy;
 use crate::net::http_errors::{io_error, status_error};
 use crate::source::RangeSource;
 use crate::validators::Validators;
-use crate::{Builder, StreamBuffer};
 
 /// Connecting, and waiting for a response's head.
 const CONNECT: Duration = Duration::from_secs(10);

@@ -9,8 +9,8 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 use rangemap::RangeSet;
 
-use crate::store::slots::SlotTable;
-use crate::store::spill::{Mapped, Spill};
+use crate::store::slots::{Evicted, Resident, Slot, SlotTable};
+use crate::store::spill::Spill;
 use crate::sync::{AtomicBool, OnceLock, Ordering};
 
 /// Where a requested byte range stands against what is filled, the four cases of the read path.
@@ -41,49 +41,6 @@ pub enum Location {
     AtIndex,
     /// The range starts past a fill frontier, in bytes nobody has fetched yet.
     AfterIndex,
-}
-
-/// A segment buffer in RAM, with the reference bit of the CLOCK eviction policy.
-pub(crate) struct Resident {
-    pub(crate) data: Bytes,
-    /// Fetched by read-ahead and not read since; the first read counts a read-ahead hit.
-    pub(crate) prefetched: AtomicBool,
-    /// Set by readers (relaxed, only if clear, to keep the cache line shared); cleared by the
-    /// writer when it passes the segment over for spilling.
-    pub(crate) referenced: AtomicBool,
-}
-
-/// Where one segment's bytes live.
-pub(crate) enum Slot {
-    /// Nothing of the segment is filled.
-    Absent,
-    /// A range-source fetch has claimed the segment; its bytes are not there yet.
-    Fetching,
-    /// The segment is being filled: this is its published prefix. The writer owns the rest of
-    /// the same allocation and appends to this prefix in O(1) (`BytesMut::unsplit`).
-    Filling(BytesMut),
-    /// The segment is complete and in RAM. Full segments are immutable.
-    Memory(Resident),
-    /// The segment is complete and in the spill storage at `segment * segment_size`.
-    Disk {
-        /// Bytes in the segment (the last one may be short).
-        len: usize,
-        /// The CLOCK reference bit, as for [`Resident`].
-        referenced: AtomicBool,
-        /// Fetched by read-ahead and not read since, as for [`Resident`].
-        prefetched: AtomicBool,
-        /// A map of the segment's bytes, made by its first read; `None` inside if it could not
-        /// be made (then reads use the storage's `read_at`). Dropped with the slot, so the
-        /// address space of maps follows the spilled segments.
-        map: OnceLock<Option<Mapped>>,
-    },
-}
-
-/// Where an evicted segment's bytes were. A spilled segment's map comes along, to be unmapped
-/// after the index lock is released.
-pub(crate) enum Evicted {
-    Ram(Bytes),
-    Disk { len: usize, map: Option<Mapped> },
 }
 
 /// Filled ranges plus the per-segment table. Guarded by the buffer's index `RwLock`.

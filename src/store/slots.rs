@@ -1,4 +1,4 @@
-//! The per-segment slot table: sparse, in pages, so its size follows the segments that hold
+//! Where each segment's bytes live ([`Slot`]), and the table of slots: sparse, in pages, so its size follows the segments that hold
 //! something rather than the furthest offset ever touched.
 //!
 //! A plain `Vec` indexed by segment number grew to the largest segment read: a live stream's
@@ -12,7 +12,53 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::index::Slot;
+use bytes::{Bytes, BytesMut};
+
+use crate::store::spill::Mapped;
+use crate::sync::{AtomicBool, OnceLock};
+
+/// A segment buffer in RAM, with the reference bit of the CLOCK eviction policy.
+pub(crate) struct Resident {
+    pub(crate) data: Bytes,
+    /// Fetched by read-ahead and not read since; the first read counts a read-ahead hit.
+    pub(crate) prefetched: AtomicBool,
+    /// Set by readers (relaxed, only if clear, to keep the cache line shared); cleared by the
+    /// writer when it passes the segment over for spilling.
+    pub(crate) referenced: AtomicBool,
+}
+
+/// Where one segment's bytes live.
+pub(crate) enum Slot {
+    /// Nothing of the segment is filled.
+    Absent,
+    /// A range-source fetch has claimed the segment; its bytes are not there yet.
+    Fetching,
+    /// The segment is being filled: this is its published prefix. The writer owns the rest of
+    /// the same allocation and appends to this prefix in O(1) (`BytesMut::unsplit`).
+    Filling(BytesMut),
+    /// The segment is complete and in RAM. Full segments are immutable.
+    Memory(Resident),
+    /// The segment is complete and in the spill storage at `segment * segment_size`.
+    Disk {
+        /// Bytes in the segment (the last one may be short).
+        len: usize,
+        /// The CLOCK reference bit, as for [`Resident`].
+        referenced: AtomicBool,
+        /// Fetched by read-ahead and not read since, as for [`Resident`].
+        prefetched: AtomicBool,
+        /// A map of the segment's bytes, made by its first read; `None` inside if it could not
+        /// be made (then reads use the storage's `read_at`). Dropped with the slot, so the
+        /// address space of maps follows the spilled segments.
+        map: OnceLock<Option<Mapped>>,
+    },
+}
+
+/// Where an evicted segment's bytes were. A spilled segment's map comes along, to be unmapped
+/// after the index lock is released.
+pub(crate) enum Evicted {
+    Ram(Bytes),
+    Disk { len: usize, map: Option<Mapped> },
+}
 
 /// Segments per page (a power of two). 64 slots are about 2.5 KiB, and cover 4 MiB of stream
 /// with the default 64 KiB segments.

@@ -1,19 +1,12 @@
-//! The RAM tier's bookkeeping: the buffer pool, the CLOCK list of segments in memory, and
-//! spilling the coldest of them when RAM exceeds the budget.
+//! The RAM tier's data: the buffer pool, the CLOCK lists of the segments in RAM and in the
+//! spill storage, and which segments in RAM the spiller wrote ahead. Plain data with list
+//! operations; the policy that moves segments between the tiers is the engine's `budget.rs`.
 
 use std::collections::{HashSet, VecDeque};
-use std::io;
-use std::ops::Range;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
-use crate::engine::holds::Blocked;
-use crate::engine::shared::{Filler, Shared};
-use crate::engine::spiller::Written;
-use crate::error::Error;
 use crate::store::buffers::Pool;
-use crate::store::index::{Evicted, Slot};
-use crate::sync::{Arc, Ordering};
 
 /// Owned by the buffer's tiers mutex; taken by whoever completes a segment.
 ///
@@ -23,22 +16,17 @@ use crate::sync::{Arc, Ordering};
 /// `clean` were written to the spill storage already (see `spiller.rs`); both count against
 /// the disk budget. Lock order: the writer role, then this, then the index.
 pub(crate) struct Tiers {
-    pool: Pool,
-    clock: VecDeque<u64>,
+    pub(crate) pool: Pool,
+    pub(crate) clock: VecDeque<u64>,
     /// The segments in the spill storage, in the same way.
-    disk_clock: VecDeque<u64>,
+    pub(crate) disk_clock: VecDeque<u64>,
     /// In RAM and written to the spill storage too: evicted with no I/O.
-    clean: HashSet<u64>,
+    pub(crate) clean: HashSet<u64>,
     /// In RAM, queued for the spiller to write.
-    cleaning: HashSet<u64>,
+    pub(crate) cleaning: HashSet<u64>,
     /// The spiller failed a write: no more cleaning ahead until an inline spill succeeds.
-    cleaning_paused: bool,
+    pub(crate) cleaning_paused: bool,
 }
-
-/// The most segments cleaned ahead of need: half the budget, up to 32 (2 MiB of the default
-/// segments); below 2, spilling is inline. Cleaning starts once the stream has outgrown the
-/// budget (a stream that fits is never written), so the depth costs no wasted writes.
-const CLEAN_AHEAD: usize = 32;
 
 impl Tiers {
     pub(crate) fn new(pool: Pool) -> Self {
@@ -50,85 +38,6 @@ impl Tiers {
             cleaning: HashSet::new(),
             cleaning_paused: false,
         }
-    }
-
-    /// How many segments a stream cleans ahead of need (0: it spills inline).
-    fn depth(shared: &Shared) -> usize {
-        let cfg = &shared.config;
-        let depth = (cfg.memory_budget / cfg.segment_size / 2).min(CLEAN_AHEAD);
-        if depth < 2 {
-            0
-        } else {
-            depth
-        }
-    }
-
-    /// Takes back what the spiller wrote: each written segment is clean (if still in RAM); a
-    /// failed write is recorded and pauses cleaning (a full disk is not hammered).
-    fn collect(&mut self, shared: &Shared, results: Vec<(u64, Written)>) {
-        for (segment, written) in results {
-            // A result for a segment no longer awaited (spilled inline meanwhile) is ignored.
-            if !self.cleaning.remove(&segment) {
-                continue;
-            }
-            match written {
-                Ok(Some(_written)) => {
-                    self.clean.insert(segment);
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    self.cleaning_paused = true;
-                    shared.spill_failed(Error::Spill {
-                        offset: segment << shared.config.shift,
-                        error: Arc::new(error),
-                    });
-                }
-            }
-        }
-    }
-
-    /// Once RAM is within the clean-ahead depth of the budget and the spiller is down to half
-    /// its depth, hands it the oldest segments that are neither clean nor queued, up to the
-    /// depth, while the disk budget has room for them: one hand-off (and at most one wake-up)
-    /// per half a depth of segments.
-    fn clean_ahead(&mut self, shared: &Shared, filling: usize, depth: usize) {
-        let cfg = &shared.config;
-        let near = cfg.memory_budget.saturating_sub(depth * cfg.segment_size);
-        // Only a stream that outgrew the budget once: one that fits is never written.
-        if self.cleaning_paused
-            || self.disk_clock.is_empty()
-            || self.cleaning.len() > depth / 2
-            || (self.clock.len() + filling) * cfg.segment_size <= near
-        {
-            return;
-        }
-        let capacity = cfg.disk_budget / cfg.segment_size as u64;
-        let on_disk = self.disk_clock.len() + self.clean.len() + self.cleaning.len();
-        let room =
-            (capacity.saturating_sub(on_disk as u64) as usize).min(depth - self.cleaning.len());
-        let batch: Vec<u64> = self
-            .clock
-            .iter()
-            .copied()
-            .filter(|s| !self.clean.contains(s) && !self.cleaning.contains(s))
-            .take(room)
-            .collect();
-        if batch.is_empty() {
-            return;
-        }
-        if !shared.spiller.submit(&shared.me, &batch, write_run) {
-            self.cleaning_paused = true;
-            return;
-        }
-        self.cleaning.extend(batch);
-    }
-
-    /// The clean segment that arrived first, taken out of the CLOCK list.
-    fn take_oldest_clean(&mut self) -> Option<u64> {
-        let at = self.clock.iter().position(|s| self.clean.contains(s))?;
-        let segment = self.clock.remove(at)?;
-        self.clean.remove(&segment);
-        Some(segment)
     }
 
     /// A segment buffer, recycled if one is spare: `size` initialised bytes, or (`empty`) none
@@ -151,291 +60,27 @@ impl Tiers {
         self.clock.push_back(segment);
     }
 
-    /// Brings RAM within the budget: spills the coldest full segments, making room on disk
-    /// (or, with no room, dropping them) if the source can be read again. When a stream's disk
-    /// budget is full, a windowed stream drops its oldest segment, unless a reader still needs
-    /// it: then nothing is dropped and the writer must wait (`Err`). Any other stream keeps its
-    /// bytes in RAM, over the budget, because they cannot be fetched again; so does a failed
-    /// spill.
-    ///
-    /// `background`: the caller is the writer of a stream without a window, whose segments the
-    /// spiller cleans ahead of need (see `spiller.rs`): a clean victim moves to the spill
-    /// storage with no I/O here, and a victim still queued is waited for.
-    pub(crate) fn enforce_budget(
-        &mut self,
-        shared: &Shared,
-        filling: bool,
-        background: bool,
-    ) -> Result<(), Blocked> {
-        let cfg = &shared.config;
-        let refetchable = matches!(shared.filler, Filler::Ranged(_));
-        // The segment being filled (a stream writer's, while its source lasts) needs a buffer too.
-        let filling = usize::from(filling);
-        let depth = if background { Self::depth(shared) } else { 0 };
-        if depth > 0 {
-            let done = shared.spiller.take_done();
-            self.collect(shared, done);
-            self.clean_ahead(shared, filling, depth);
-        }
-        while (self.clock.len() + filling).saturating_mul(cfg.segment_size) > cfg.memory_budget {
-            let Some(victim) = pick(&mut self.clock, shared) else {
-                return Ok(());
-            };
-            if self.clean.remove(&victim) {
-                self.settle_clean(shared, victim);
-                continue;
-            }
-            if depth > 0 {
-                // Any clean segment will do: CLOCK's choice is a heuristic, waiting is a cost.
-                if let Some(clean) = self.take_oldest_clean() {
-                    self.clock.push_front(victim);
-                    self.settle_clean(shared, clean);
-                    continue;
-                }
-                if !self.cleaning.is_empty() {
-                    // Ahead of the spiller: sleep until it has written half its queue (one
-                    // wake-up per half a queue of segments), then look again.
-                    let done = shared.spiller.drain_to(depth / 2);
-                    self.collect(shared, done);
-                    self.clock.push_front(victim);
-                    if self.clean.is_empty() {
-                        // Nothing came back clean (the writes failed, or the spiller is gone
-                        // because the buffer is being dropped): spill inline.
-                        self.cleaning.clear();
-                        self.cleaning_paused = true;
-                    }
-                    continue;
-                }
-            }
-            if !self.make_disk_room(shared, refetchable) {
-                if refetchable {
-                    self.evict(shared, victim);
-                    continue;
-                }
-                self.clock.push_front(victim);
-                if shared.window.is_some() && self.drop_oldest(shared)? {
-                    continue;
-                }
-                return Ok(());
-            }
-            match self.spill(shared, victim) {
-                Ok(()) => {
-                    self.disk_clock.push_back(victim);
-                    self.cleaning_paused = false;
-                }
-                Err(error) => {
-                    shared.spill_failed(Error::Spill {
-                        offset: victim << cfg.shift,
-                        error: Arc::new(error),
-                    });
-                    if refetchable {
-                        // No room on disk after all: a range source can drop it and fetch again.
-                        self.evict(shared, victim);
-                        continue;
-                    }
-                    // A stream's bytes exist nowhere else: keep them in RAM, over the budget.
-                    self.clock.push_front(victim);
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
+    /// The clean segment that arrived first, taken out of the CLOCK list.
+    pub(crate) fn take_oldest_clean(&mut self) -> Option<u64> {
+        let at = self.clock.iter().position(|s| self.clean.contains(s))?;
+        let segment = self.clock.remove(at)?;
+        self.clean.remove(&segment);
+        Some(segment)
     }
 
-    /// A clean victim: its slot points at the copy the spiller wrote, and its buffer is
-    /// recycled.
-    fn settle_clean(&mut self, shared: &Shared, segment: u64) {
-        let freed = shared.state.write().index.move_to_disk(segment);
-        if let Some(freed) = freed {
-            self.pool.give(freed);
-            self.disk_clock.push_back(segment);
-        }
+    /// Removes `segment` from the CLOCK list it is in (RAM first, where the oldest segments of
+    /// a stream mostly are); whether it was in one.
+    pub(crate) fn remove(&mut self, segment: u64) -> bool {
+        remove(&mut self.clock, segment) || remove(&mut self.disk_clock, segment)
     }
 
-    /// A windowed stream over its budgets: drops the oldest kept segment, shrinking the window
-    /// by one segment, if no reader holds a byte of it. `Ok(false)` if there is no full segment
-    /// to drop.
-    fn drop_oldest(&mut self, shared: &Shared) -> Result<bool, Blocked> {
-        let shift = shared.config.shift;
-        let (from, oldest) = {
-            let state = shared.state.read();
-            let from = state.window_start;
-            let oldest = from >> shift;
-            match state.index.slot(oldest) {
-                Some(Slot::Memory(_) | Slot::Disk { .. }) => (from, oldest),
-                _ => return Ok(false),
-            }
-        };
-        let to = (oldest + 1) << shift;
-        shared.holds.check(from, to)?;
-        // Only the writer moves the window start, and it holds the tiers lock (as this does).
-        {
-            // The last segment may be short: the window never starts past the stream's end.
-            let mut state = shared.state.write();
-            let to = state.clip(to);
-            state.raise_window_start(to);
-        }
-        self.drop_segments(shared, oldest..oldest + 1);
-        Ok(true)
-    }
-
-    /// Whether one more segment fits the disk budget; for a source that can be read again,
-    /// evicts the coldest spilled segments to make it fit.
-    fn make_disk_room(&mut self, shared: &Shared, refetchable: bool) -> bool {
-        let capacity = shared.config.disk_budget / shared.config.segment_size as u64;
-        while (self.disk_clock.len() + self.clean.len() + self.cleaning.len()) as u64 >= capacity {
-            if !refetchable {
-                return false;
-            }
-            let Some(victim) = pick(&mut self.disk_clock, shared) else {
-                return false;
-            };
-            self.evict(shared, victim);
-        }
-        true
-    }
-
-    /// Drops a full segment from the index (under the write lock, so no reader is copying it),
-    /// then releases its RAM buffer or its space in the spill file.
-    fn evict(&mut self, shared: &Shared, segment: u64) {
-        self.drop_segment(shared, segment, true);
-    }
-
-    /// Drops `segments` for good: a stream's window moved past them. Each is looked up from the
-    /// front of its CLOCK list, where the oldest segments mostly are (the hand rotates the lists,
-    /// so they can be anywhere), instead of scanning both whole lists per dropped segment.
-    pub(crate) fn drop_segments(&mut self, shared: &Shared, segments: Range<u64>) {
-        for segment in segments {
-            if !remove(&mut self.clock, segment) {
-                remove(&mut self.disk_clock, segment);
-            }
-            self.drop_segment(shared, segment, false);
-        }
-    }
-
-    fn drop_segment(&mut self, shared: &Shared, segment: u64, refetch: bool) {
-        let evicted = shared.state.write().index.evict(segment, refetch);
-        match evicted {
-            Some(Evicted::Ram(data)) => self.pool.give(data),
-            Some(Evicted::Disk { len, map }) => {
-                // Unmapped (outside the index lock) before its space is released.
-                drop(map);
-                let offset = segment << shared.config.shift;
-                let released = shared.storage().and_then(|s| s.discard(offset, len as u64));
-                if let Err(error) = released {
-                    shared.spill_failed(Error::Spill {
-                        offset,
-                        error: Arc::new(error),
-                    });
-                }
-            }
-            None => return,
-        }
-        shared.evictions.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Writes a full segment to the spill storage outside the index lock, then points its slot
-    /// at the storage under a short write lock. Readers copy under the read lock, so none is
-    /// copying from the RAM buffer when it is released.
-    fn spill(&mut self, shared: &Shared, segment: u64) -> io::Result<()> {
-        match write_out(shared, segment)? {
-            Some(data) => self.settle_spill(shared, segment, data),
-            None => Ok(()),
-        }
-    }
-
-    /// Points a written segment's slot at the storage and recycles its buffer; if the segment
-    /// was dropped while it was being written (a window moved past it), releases the space.
-    fn settle_spill(&mut self, shared: &Shared, segment: u64, data: Bytes) -> io::Result<()> {
-        let len = data.len() as u64;
-        let freed = shared.state.write().index.move_to_disk(segment);
-        drop(data);
-        match freed {
-            Some(freed) => {
-                self.pool.give(freed);
-                Ok(())
-            }
-            None => {
-                let offset = segment << shared.config.shift;
-                shared.storage()?.discard(offset, len)
-            }
-        }
+    /// Segments that take room in the spill storage: spilled, written ahead, queued to be.
+    pub(crate) fn on_disk(&self) -> usize {
+        self.disk_clock.len() + self.clean.len() + self.cleaning.len()
     }
 }
 
-/// Writes a full RAM segment to the spill storage, with no lock held; returns its buffer (to
-/// be released once the slot points at the storage), or `None` if the segment is not in RAM
-/// any more.
-fn write_out(shared: &Shared, segment: u64) -> Written {
-    let data = match shared.state.read().index.slot(segment) {
-        Some(Slot::Memory(resident)) => resident.data.clone(),
-        _ => return Ok(None),
-    };
-    let offset = segment << shared.config.shift;
-    let end = offset + data.len() as u64;
-    let storage = shared.storage()?;
-    storage.reserve(end)?;
-    storage.write_at(offset, &data)?;
-    Ok(Some(data))
-}
-
-/// Writes a run of adjacent full RAM segments to the spill storage with one call (the
-/// spiller's job), with no lock held; each segment's result as [`write_out`] gives it. Segments
-/// no longer in RAM are left out of the write.
-fn write_run(shared: &Shared, segments: &[u64]) -> Vec<(u64, Written)> {
-    let datas: Vec<Option<Bytes>> = {
-        let state = shared.state.read();
-        segments
-            .iter()
-            .map(|&s| match state.index.slot(s) {
-                Some(Slot::Memory(resident)) => Some(resident.data.clone()),
-                _ => None,
-            })
-            .collect()
-    };
-    let shift = shared.config.shift;
-    let mut results = Vec::with_capacity(segments.len());
-    let mut at = 0;
-    while at < segments.len() {
-        // The next stretch of segments in RAM (a segment that left RAM ends it).
-        if datas[at].is_none() {
-            results.push((segments[at], Ok(None)));
-            at += 1;
-            continue;
-        }
-        let mut end = at;
-        while end < segments.len() && datas[end].is_some() {
-            end += 1;
-        }
-        let parts: Vec<&[u8]> = datas[at..end].iter().flatten().map(|d| &d[..]).collect();
-        let offset = segments[at] << shift;
-        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        let (mut written, mut error) = match shared.storage() {
-            Ok(storage) => match storage.reserve(offset + len) {
-                Ok(()) => storage.write_parts(offset, &parts),
-                Err(error) => (0, Some(error)),
-            },
-            Err(error) => (0, Some(error)),
-        };
-        // The parts written whole are clean; the one the error cut is the failure (counted
-        // once); the rest were not tried.
-        for i in at..end {
-            let n = parts[i - at].len();
-            let result = if written >= n {
-                written -= n;
-                Ok(datas[i].clone())
-            } else {
-                written = 0;
-                error.take().map_or(Ok(None), Err)
-            };
-            results.push((segments[i], result));
-        }
-        at = end;
-    }
-    results
-}
-
-/// Removes `segment` from a CLOCK list; whether it was there.
+/// Removes `segment` from a CLOCK list, looking from the front; whether it was there.
 fn remove(list: &mut VecDeque<u64>, segment: u64) -> bool {
     match list.iter().position(|&s| s == segment) {
         Some(at) => list.remove(at).is_some(),
@@ -443,25 +88,55 @@ fn remove(list: &mut VecDeque<u64>, segment: u64) -> bool {
     }
 }
 
-/// CLOCK over one tier's list: the oldest segment not read since the hand last passed it,
-/// passing over those that read-ahead keeps for the latest reader (see `Ahead::protected`).
-/// Segments that `save` is copying are never chosen; `None` if they are all there is.
-fn pick(clock: &mut VecDeque<u64>, shared: &Shared) -> Option<u64> {
-    let protected = shared.ahead.protected();
-    let shift = shared.config.shift;
-    let kept = |segment: u64| {
-        let start = segment << shift;
-        start < protected.end && protected.start < start.saturating_add(1 << shift)
-    };
-    let state = shared.state.read();
-    for _ in 0..=2 * clock.len() {
-        let segment = clock.pop_front()?;
-        match state.index.take_referenced(segment) {
-            Some(false) if !kept(segment) && !state.pinned(segment) => return Some(segment),
-            Some(_) => clock.push_back(segment),
-            None => {}
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::buffers::BufferCounts;
+    use crate::sync::Arc;
+
+    fn tiers() -> Tiers {
+        Tiers::new(Pool::new(64, Arc::new(BufferCounts::default())))
     }
-    let at = clock.iter().position(|&s| !state.pinned(s))?;
-    clock.remove(at)
+
+    #[test]
+    fn segments_are_admitted_in_order_and_removed_from_either_list() {
+        let mut t = tiers();
+        for s in [3, 4, 5] {
+            t.admit(s);
+        }
+        t.disk_clock.push_back(1);
+        assert!(t.remove(4));
+        assert!(t.remove(1));
+        assert!(!t.remove(9));
+        assert_eq!(t.clock, [3, 5]);
+        assert!(t.disk_clock.is_empty());
+    }
+
+    #[test]
+    fn the_oldest_clean_segment_is_taken_out_of_the_clock() {
+        let mut t = tiers();
+        for s in [7, 8, 9] {
+            t.admit(s);
+        }
+        t.clean.extend([9, 8]);
+        t.cleaning.insert(7);
+        assert_eq!(t.on_disk(), 3);
+        assert_eq!(t.take_oldest_clean(), Some(8));
+        assert_eq!(t.clock, [7, 9]);
+        assert_eq!(t.take_oldest_clean(), Some(9));
+        assert_eq!(t.take_oldest_clean(), None);
+        assert_eq!(t.on_disk(), 1);
+    }
+
+    #[test]
+    fn buffers_taken_and_forgotten_are_counted() {
+        let counts = Arc::new(BufferCounts::default());
+        let mut t = Tiers::new(Pool::new(64, counts.clone()));
+        let a = t.take(false);
+        let b = t.take(true);
+        assert_eq!((a.len(), b.len(), b.capacity() >= 64), (64, 0, true));
+        t.forget();
+        t.forget();
+        assert_eq!(counts.live.load(crate::sync::Ordering::Relaxed), 0);
+    }
 }

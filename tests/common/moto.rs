@@ -100,14 +100,23 @@ impl Moto {
         text.matches("<Upload>").count()
     }
 
+    /// `curl -s args`: its body. A transport failure (moto's Python server dropping a
+    /// connection on a loaded machine) is tried again, twice; an HTTP error status is not one.
     fn curl(&self, args: &[&str]) -> Vec<u8> {
-        let out = Command::new("curl")
-            .arg("-s")
-            .args(args)
-            .output()
-            .expect("curl");
-        assert!(out.status.success(), "curl {args:?} failed");
-        out.stdout
+        let mut tries = 0;
+        loop {
+            let out = Command::new("curl")
+                .args(["-s", "--max-time", "30"])
+                .args(args)
+                .output()
+                .expect("curl");
+            if out.status.success() {
+                return out.stdout;
+            }
+            tries += 1;
+            assert!(tries < 3, "curl {args:?} failed: {:?}", out.status.code());
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 }
 
