@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufRead, AsyncRead, AsyncSeek, ReadBuf};
 
 use crate::buffer::StreamBuffer;
 use crate::engine::blocking::Blocking;
-use crate::engine::holds::HoldId;
+use crate::engine::holds::CursorHold;
 use crate::engine::poll::Polled;
 use crate::engine::shared::Want;
 use crate::error::{invalid_input, range_end};
@@ -64,7 +64,7 @@ const CAPACITY: usize = 64 * 1024;
 pub struct AsyncReader {
     buffer: StreamBuffer,
     /// Our hold, on a windowed stream: the next byte we will ask the buffer for.
-    hold: Option<HoldId>,
+    hold: CursorHold,
     pos: u64,
     /// Bytes read ahead of `pos` for `AsyncBufRead`: `chunk[start..end]` are those at `pos`.
     chunk: Vec<u8>,
@@ -88,11 +88,8 @@ enum Seeking {
 impl AsyncReader {
     pub(crate) fn new(buffer: StreamBuffer, pos: u64) -> Self {
         let shared = buffer.shared();
-        let hold = shared
-            .window
-            .is_some()
-            .then(|| shared.holds.add_cursor(pos));
-        let key = shared.publish.key();
+        let hold = CursorHold::new(shared.holds(), shared.is_windowed(), pos, false);
+        let key = shared.publish().key();
         AsyncReader {
             buffer,
             hold,
@@ -121,10 +118,8 @@ impl AsyncReader {
     }
 
     fn update_hold(&self) {
-        if let Some(id) = self.hold {
-            let next = self.pos + self.buffered() as u64;
-            self.buffer.shared().holds.move_to(id, next);
-        }
+        let next = self.pos + self.buffered() as u64;
+        self.hold.set(self.buffer.shared().holds(), next);
     }
 
     /// Reads at `self.pos` into `dst` (at least one byte, or 0 at the end), without moving.
@@ -287,10 +282,8 @@ impl AsyncSeek for AsyncReader {
 impl Drop for AsyncReader {
     fn drop(&mut self) {
         let shared = self.buffer.shared();
-        shared.publish.forget(self.key);
-        if let Some(id) = self.hold {
-            shared.holds.remove(id);
-        }
+        shared.publish().forget(self.key);
+        self.hold.release(shared.holds());
     }
 }
 

@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
 
-use crate::sync::Ordering;
 use crate::writer::Writer;
 
 impl AsyncWrite for Writer {
@@ -25,10 +24,10 @@ impl AsyncWrite for Writer {
                 Ok(written) => return Poll::Ready(written),
                 Err(blocked) => {
                     let shared = writer.shared();
-                    if shared.holds.register(&blocked, cx.waker()) {
-                        shared.writer_waits.fetch_add(1, Ordering::Relaxed);
+                    if shared.holds().register(&blocked, cx.waker()) {
+                        shared.count_writer_wait();
                         // Readers look again (see `Holds::blocking_own`).
-                        shared.publish.notify();
+                        shared.publish().notify();
                         return Poll::Pending;
                     }
                 }

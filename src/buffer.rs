@@ -4,22 +4,19 @@
 //! `reader` in `reader.rs`, `emit` in `fanout/emit.rs`, `async_reader` in `async_reader.rs`.
 
 use std::fmt;
-use std::fs::{File, Permissions};
-use std::io::{self, Write};
+use std::fs::Permissions;
+use std::io;
 use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-
-use bytes::Bytes;
 
 use crate::engine::settings::Config;
 use crate::engine::shared::{Filler, Shared, Want};
 use crate::error::{context, invalid_input};
 use crate::stats::Stats;
 use crate::store::index::Location;
-use crate::store::slots::Slot;
-use crate::store::spill::{check_file_size, Spill, SpillStorage};
-use crate::sync::{Arc, Ordering};
+use crate::store::spill::{check_file_size, SpillStorage};
+use crate::sync::Arc;
 use crate::validators::Validators;
 
 /// A shared, seekable, random-access buffer over a forward-only byte stream.
@@ -223,7 +220,7 @@ impl StreamBuffer {
     /// moved past the start (bytes before it are gone, and reads there get
     /// [`Error::BehindWindow`](crate::Error::BehindWindow)). It only grows.
     pub fn window_start(&self) -> u64 {
-        self.shared.state.read().window_start
+        self.shared.window_start()
     }
 
     /// Pulls the rest of the stream and returns its total length.
@@ -264,8 +261,8 @@ impl StreamBuffer {
         let path = path.as_ref();
         // A range source of known length is copied in one pass, fetching its holes on the
         // way; anything else is filled first (a stream must be pulled to its end anyway).
-        let total = match (&self.shared.filler, self.len()) {
-            (Filler::Ranged(_), Some(len)) => len,
+        let total = match (self.shared.is_ranged(), self.len()) {
+            (true, Some(len)) => len,
             _ => self.fill_to_end()?,
         };
         let dir = match path.parent() {
@@ -279,7 +276,8 @@ impl StreamBuffer {
             .permissions(Permissions::from_mode(0o666))
             .tempfile_in(dir)
             .map_err(|e| context(e, at("creating a temporary file to save")))?;
-        self.write_all_to(tmp.as_file_mut(), total)
+        self.shared
+            .write_all_to(tmp.as_file_mut(), total)
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(|e| context(e, at("writing")))?;
         tmp.persist(path)
@@ -287,93 +285,16 @@ impl StreamBuffer {
         Ok(total)
     }
 
-    /// Writes the first `total` bytes to `file`, segment by segment: a RAM segment's buffer is
-    /// shared (not copied) under the read lock and written after it is released; a run of
-    /// spilled segments is one kernel copy, pinned meanwhile so that eviction does not release
-    /// its space under the copy; a segment that is not there (never fetched, or evicted) is
-    /// read through `read_at`, which copies it straight from what it fetches. So `save`
-    /// succeeds however small the budgets are.
-    fn write_all_to(&self, file: &mut File, total: u64) -> io::Result<()> {
-        enum Piece {
-            Ram(Bytes),
-            Spilled(Range<u64>),
-            Hole,
-        }
-        let shift = self.shared.config.shift;
-        let size = self.shared.config.segment_size as u64;
-        let mut fetched = Vec::new();
-        let mut offset = 0;
-        while offset < total {
-            let segment = offset >> shift;
-            let piece = {
-                let mut state = self.shared.state.write();
-                match state.index.slot(segment) {
-                    Some(Slot::Memory(resident)) => Piece::Ram(resident.data.clone()),
-                    Some(Slot::Filling(prefix)) => Piece::Ram(Bytes::copy_from_slice(prefix)),
-                    Some(Slot::Disk { .. }) => {
-                        let mut end = segment;
-                        while let Some(Slot::Disk { .. }) = state.index.slot(end) {
-                            end += 1;
-                        }
-                        state.pins.push(segment..end);
-                        Piece::Spilled(segment..end)
-                    }
-                    Some(Slot::Absent | Slot::Fetching) | None => Piece::Hole,
-                }
-            };
-            offset += match piece {
-                Piece::Ram(data) => {
-                    file.write_all(&data)?;
-                    data.len() as u64
-                }
-                Piece::Spilled(run) => {
-                    let copied = self.copy_spilled(&run, file);
-                    let mut state = self.shared.state.write();
-                    if let Some(at) = state.pins.iter().position(|p| *p == run) {
-                        state.pins.swap_remove(at);
-                    }
-                    copied?
-                }
-                Piece::Hole => {
-                    let want = (total - offset).min(size - (offset & (size - 1))) as usize;
-                    fetched.resize(want, 0);
-                    self.read_exact_at(offset, &mut fetched)?;
-                    file.write_all(&fetched)?;
-                    want as u64
-                }
-            };
-        }
-        Ok(())
-    }
-
-    /// Copies the pinned run of spilled segments `run` to `file`; how many bytes.
-    fn copy_spilled(&self, run: &Range<u64>, file: &mut File) -> io::Result<u64> {
-        let shift = self.shared.config.shift;
-        let len = {
-            let state = self.shared.state.read();
-            run.clone()
-                .map(|s| match state.index.slot(s) {
-                    Some(Slot::Disk { len, .. }) => *len as u64,
-                    _ => 0,
-                })
-                .sum::<u64>()
-        };
-        self.shared
-            .storage()?
-            .copy_to(run.start << shift, len, file)?;
-        Ok(len)
-    }
-
     /// The stream's length, if known: declared with [`Builder::len`], or reached.
     pub fn len(&self) -> Option<u64> {
-        self.shared.state.read().len
+        self.shared.len()
     }
 
     /// What identifies the version of the resource this buffer holds, if its source said: a
     /// [`RangeSource`](crate::RangeSource)'s [`validators`](crate::RangeSource::validators) (a
     /// file's length, modification time and inode), or a URL's `ETag` and `Last-Modified`.
     pub fn validators(&self) -> &Validators {
-        &self.shared.validators
+        self.shared.validators()
     }
 
     /// Whether the stream is known to be empty (`None` while its length is unknown).
@@ -384,40 +305,18 @@ impl StreamBuffer {
     /// Where `[offset, offset + len)` stands against the filled bytes: the read path's four
     /// cases (see [`Location`]). A range reaching past `u64::MAX` is never filled.
     pub fn location(&self, offset: u64, len: u64) -> Location {
-        self.shared.state.read().index.location(offset, len)
+        self.shared.location(offset, len)
     }
 
     /// A snapshot of the buffer's counters.
     pub fn stats(&self) -> Stats {
-        let shared = &*self.shared;
-        let size = shared.config.segment_size as u64;
-        let state = shared.state.read();
-        Stats {
-            filled_bytes: state.index.filled_bytes,
-            memory_bytes: shared.buffers.live.load(Ordering::Relaxed) * size,
-            peak_memory_bytes: shared.buffers.peak.load(Ordering::Relaxed) * size,
-            spilled_bytes: state.index.spilled_bytes,
-            segments_in_memory: state.index.in_memory,
-            segments_spilled: state.index.spilled,
-            source_bytes: shared.source_bytes.load(Ordering::Relaxed),
-            holes: state.index.holes(state.window_start),
-            refetched_bytes: shared.refetched_bytes.load(Ordering::Relaxed),
-            read_ahead_hits: shared.read_ahead_hits.load(Ordering::Relaxed),
-            read_ahead_bytes: shared.read_ahead_bytes.load(Ordering::Relaxed),
-            evictions: shared.evictions.load(Ordering::Relaxed),
-            fetches_in_flight: state.fetches_in_flight as u64,
-            spill_errors: shared.spill_errors.load(Ordering::Relaxed),
-            mapped_bytes: shared.storage.get().map_or(0, Spill::mapped_bytes),
-            writer_waits: shared.writer_waits.load(Ordering::Relaxed),
-            segment_size: size,
-            memory_budget: shared.config.memory_budget as u64,
-        }
+        self.shared.stats()
     }
 
     /// The most recent spill failure, if any (its kind, and a message with the segment's
     /// offset). Spill failures never lose data: the segment stays in RAM.
     pub fn spill_error(&self) -> Option<io::Error> {
-        self.shared.last_spill_error.lock().clone().map(Into::into)
+        self.shared.spill_error()
     }
 
     /// Starts filling `range` in the background and returns at once: pulls a stream up to its
@@ -445,7 +344,7 @@ impl StreamBuffer {
     #[cfg(loom)]
     #[doc(hidden)]
     pub fn registered_consumers(&self) -> u64 {
-        self.shared.taps.consumers()
+        self.shared.taps().consumers()
     }
 
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
@@ -464,16 +363,9 @@ impl StreamBuffer {
 impl fmt::Debug for StreamBuffer {
     /// Shows the filled ranges, the length and where the segments live.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.shared.state.read();
-        f.debug_struct("StreamBuffer")
-            .field("filled", &state.index.filled_ranges())
-            .field("len", &state.len)
-            .field("complete", &state.complete)
-            .field("segment_size", &self.shared.config.segment_size)
-            .field("segments_in_memory", &state.index.in_memory)
-            .field("segments_spilled", &state.index.spilled)
-            .field("error", &state.error.as_ref().map(ToString::to_string))
-            .finish()
+        let mut fields = f.debug_struct("StreamBuffer");
+        self.shared.describe(&mut fields);
+        fields.finish()
     }
 }
 
@@ -491,7 +383,7 @@ mod tests {
     fn small_streams_never_create_a_spill_file() {
         let buf = StreamBuffer::new(io::Cursor::new(pattern(100_000)));
         buf.fill_to_end().unwrap();
-        assert!(buf.shared.storage.get().is_none());
+        assert!(!buf.shared.has_storage());
         assert_eq!(buf.stats().segments_in_memory, 2);
     }
 
@@ -578,7 +470,7 @@ mod tests {
         let mut chunk = vec![0u8; 10_000];
         let mut most = 0;
         while r.read(&mut chunk).unwrap() > 0 {
-            most = most.max(buf.shared.state.read().index.slot_pages());
+            most = most.max(buf.shared.slot_pages());
         }
         // 16 KiB of 256-byte segments is 64 slots: one page, two where it straddles.
         assert!(most <= 3, "{most} pages for {} segments", len / 256);

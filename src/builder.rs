@@ -346,10 +346,7 @@ impl Builder {
         if self.max_fetches == 0 {
             return Err(invalid_input("max_fetches must be at least 1"));
         }
-        let ranged = Ranged {
-            source: Box::new(source),
-            max_fetches: self.max_fetches,
-        };
+        let ranged = Ranged::new(Box::new(source), self.max_fetches);
         let storage = self.storage.clone();
         Ok(StreamBuffer::from_parts(
             self.config()?,

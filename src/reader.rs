@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::{self, BufRead, Read, Seek, SeekFrom};
 
 use crate::buffer::StreamBuffer;
-use crate::engine::holds::HoldId;
+use crate::engine::holds::CursorHold;
 use crate::engine::shared::Want;
 use crate::error::invalid_input;
 
@@ -41,7 +41,7 @@ pub struct Reader {
     buffer: StreamBuffer,
     /// On a windowed stream, this cursor's hold: the offset of the next byte it will ask the
     /// buffer for (`pos` plus what it has buffered), which the writer will not drop.
-    hold: Option<HoldId>,
+    hold: CursorHold,
     /// Stream position of the next byte `read` returns.
     pos: u64,
     /// Bytes `chunk[..end]` are the stream's bytes at `pos - start..`, so `chunk[start..end]`
@@ -88,11 +88,8 @@ impl StreamBuffer {
 impl Reader {
     /// A cursor at `pos` (holding it, on a windowed stream).
     pub(crate) fn new(buffer: StreamBuffer, pos: u64) -> Self {
-        let hold = buffer
-            .shared()
-            .window
-            .is_some()
-            .then(|| buffer.shared().holds.add(pos));
+        let shared = buffer.shared();
+        let hold = CursorHold::new(shared.holds(), shared.is_windowed(), pos, true);
         Reader {
             buffer,
             hold,
@@ -110,9 +107,8 @@ impl Reader {
 
     /// Moves this cursor's hold (if it has one) to the next byte it will need.
     fn update_hold(&self) {
-        if let Some(id) = self.hold {
-            self.buffer.shared().holds.set(id, self.next_needed());
-        }
+        let at = self.next_needed();
+        self.hold.set(self.buffer.shared().holds(), at);
     }
 
     /// The cursor's position.
@@ -239,7 +235,7 @@ impl Clone for Reader {
         let shared = self.buffer.shared();
         Reader {
             buffer: self.buffer.clone(),
-            hold: self.hold.map(|_| shared.holds.add(self.next_needed())),
+            hold: self.hold.again(shared.holds(), self.next_needed()),
             pos: self.pos,
             chunk: self.chunk.clone(),
             start: self.start,
@@ -250,9 +246,7 @@ impl Clone for Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        if let Some(id) = self.hold {
-            self.buffer.shared().holds.remove(id);
-        }
+        self.hold.release(self.buffer.shared().holds());
     }
 }
 

@@ -6,6 +6,8 @@
 /// Every field is a plain `u64`. The snapshot is taken under the index's read lock, so the
 /// segment counts and byte counts agree with each other; the memory and source counters are
 /// maintained by the writer with atomics and may be one publish ahead of or behind the rest.
+/// Taking it first waits for the spill writes in flight (the background spiller's, at most
+/// half the memory budget and 2 MiB), so that every failed write is counted.
 ///
 /// # Examples
 ///

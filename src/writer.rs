@@ -8,7 +8,7 @@ use crate::engine::append::Appender;
 use crate::engine::holds::Blocked;
 use crate::engine::shared::Shared;
 use crate::error::Error;
-use crate::sync::{Arc, Ordering};
+use crate::sync::Arc;
 
 /// The only producer of a push stream: an [`io::Write`] whose bytes readers of the paired
 /// [`StreamBuffer`] see as soon as each `write` returns.
@@ -144,28 +144,21 @@ impl Writer {
                     self.fail_with(Error::RanLong { declared });
                     break;
                 }
-                Err(Blocked {
-                    own: Some(held), ..
-                }) => {
-                    if written == 0 {
-                        let needed = self.appender.frontier() + 1;
-                        return Ok(Err(Error::WindowFull { needed, held }.into()));
-                    }
-                    break;
-                }
-                Err(blocked) if !wait => {
+                Err(blocked) if !wait && blocked.own.is_none() => {
                     if written == 0 {
                         return Err(blocked);
                     }
                     break;
                 }
                 Err(blocked) => {
-                    shared.writer_waits.fetch_add(1, Ordering::Relaxed);
-                    // Readers waiting for this writer look again: one whose own hold blocks it
-                    // must fail rather than wait (see `Holds::blocking_own`).
-                    shared.holds.park(&blocked);
-                    shared.publish.notify();
-                    shared.holds.wait(blocked.generation);
+                    let needed = self.appender.frontier() + 1;
+                    if let Err(full) = shared.wait_for_room(blocked, needed, true) {
+                        // This thread's own cursor is in the way: what was taken, or the error.
+                        if written == 0 {
+                            return Ok(Err(full));
+                        }
+                        break;
+                    }
                 }
             }
         }
@@ -207,10 +200,9 @@ impl Writer {
             self.fate = Fate::Finished;
             self.appender.finish(&self.shared);
         }
-        let state = self.shared.state.read();
-        match &state.error {
-            Some(error) => Err(error.clone().into()),
-            None => Ok(state.len.unwrap_or(0)),
+        match self.shared.failure() {
+            Some(error) => Err(error),
+            None => Ok(self.shared.len().unwrap_or(0)),
         }
     }
 

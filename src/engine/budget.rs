@@ -39,15 +39,14 @@ impl Tiers {
     /// failed write is recorded and pauses cleaning (a full disk is not hammered).
     fn collect(&mut self, shared: &Shared, results: Vec<(u64, Written)>) {
         for (segment, written) in results {
-            // A result for a segment no longer awaited (spilled inline meanwhile) is ignored.
-            if !self.cleaning.remove(&segment) {
-                continue;
-            }
+            // A result for a segment no longer awaited (spilled inline meanwhile) is not clean;
+            // a failed write is counted all the same.
+            let awaited = self.cleaning.remove(&segment);
             match written {
-                Ok(Some(_written)) => {
+                Ok(Some(_written)) if awaited => {
                     self.clean.insert(segment);
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(error) => {
                     self.cleaning_paused = true;
                     shared.spill_failed(Error::Spill {
@@ -56,6 +55,15 @@ impl Tiers {
                     });
                 }
             }
+        }
+    }
+
+    /// Waits for the spiller's writes in flight and takes their results back, so that the
+    /// counters (spill errors above all) are exact when they are read.
+    pub(crate) fn settle_spiller(&mut self, shared: &Shared) {
+        if !self.cleaning.is_empty() {
+            let done = shared.spiller.drain_to(0);
+            self.collect(shared, done);
         }
     }
 

@@ -112,7 +112,6 @@ impl Holds {
         self.add_entry(at, false)
     }
 
-    #[cfg(feature = "tokio")]
     /// A new hold at `at` for an async cursor: owned by no thread, since its task may move
     /// between threads and share them with other tasks. Move it with
     /// [`move_to`](Holds::move_to). (Async reads go piece by piece, so they never wait for their
@@ -126,7 +125,6 @@ impl Holds {
         self.insert(entry)
     }
 
-    #[cfg(feature = "tokio")]
     /// Moves hold `id` to `at`, leaving its owner as it is.
     pub(crate) fn move_to(&self, id: HoldId, at: u64) {
         let mut inner = self.inner.lock();
@@ -318,6 +316,51 @@ impl Inner {
             return None;
         }
         self.entries.get_mut(id.index)?.as_mut()
+    }
+}
+
+/// The hold of a cursor (a `Reader`, an `AsyncReader`) on a windowed stream: the offset of the
+/// next byte it will ask the buffer for, which the writer will not drop. Nothing on other
+/// streams. The cursor releases it when it is dropped.
+pub(crate) struct CursorHold {
+    id: Option<HoldId>,
+    /// Owned by the thread that moves it (a `Reader`: a read on that thread never waits for
+    /// it); an async cursor's hold is no thread's own, as its task moves between threads.
+    owned: bool,
+}
+
+impl CursorHold {
+    /// A hold at `at` on a `windowed` stream (else none).
+    pub(crate) fn new(holds: &Holds, windowed: bool, at: u64, owned: bool) -> Self {
+        let id = windowed.then(|| {
+            if owned {
+                holds.add(at)
+            } else {
+                holds.add_cursor(at)
+            }
+        });
+        CursorHold { id, owned }
+    }
+
+    /// A hold of the same kind at `at` (for a cursor's clone).
+    pub(crate) fn again(&self, holds: &Holds, at: u64) -> Self {
+        CursorHold::new(holds, self.id.is_some(), at, self.owned)
+    }
+
+    /// Moves the hold to `at`.
+    pub(crate) fn set(&self, holds: &Holds, at: u64) {
+        match self.id {
+            Some(id) if self.owned => holds.set(id, at),
+            Some(id) => holds.move_to(id, at),
+            None => {}
+        }
+    }
+
+    /// Removes the hold.
+    pub(crate) fn release(&mut self, holds: &Holds) {
+        if let Some(id) = self.id.take() {
+            holds.remove(id);
+        }
     }
 }
 

@@ -10,13 +10,14 @@
 //!    pulling thread's step.
 //! 4. `append.rs`: the appender every producer writes through. `pull.rs`: the pull driver and
 //!    the writer role. `fetch.rs`: range-source fetches.
+//!    `save.rs`: copying a buffer's bytes into a file.
 //! 5. `budget.rs`: the budget policy over the store's tiers (spill, evict, drop, clean ahead).
 //! 6. `holds.rs`: where readers of a windowed stream still need bytes. `publish.rs`: the
 //!    publish/wait protocol.
 //! 7. `ahead.rs` (read-ahead), `spiller.rs` (spill ahead), `drive.rs` (pulling for async
 //!    cursors): worker mailboxes, generic over their owner.
-//! 8. `taps.rs`: consumers fed by the producer. `blocking.rs`: blocking work off an async
-//!    task.
+//! 8. `taps.rs`: consumers fed by the producer. `feed.rs`: how a consumer cuts the stream
+//!    into chunks. `blocking.rs`: blocking work off an async task.
 //!
 //! `impl Shared` lives in `shared.rs`, `read.rs` and `poll.rs`.
 //!
@@ -36,6 +37,7 @@ pub(crate) mod blocking;
 pub(crate) mod budget;
 #[cfg(feature = "tokio")]
 pub(crate) mod drive;
+pub(crate) mod feed;
 pub(crate) mod fetch;
 pub(crate) mod holds;
 #[cfg(feature = "tokio")]
@@ -43,6 +45,7 @@ pub(crate) mod poll;
 pub(crate) mod publish;
 pub(crate) mod pull;
 pub(crate) mod read;
+pub(crate) mod save;
 pub(crate) mod settings;
 pub(crate) mod shared;
 pub(crate) mod spiller;

@@ -207,15 +207,30 @@ impl Shared {
         drop(role);
         match pulled {
             Ok(()) => Ok(()),
-            Err(Blocked {
-                own: Some(held), ..
-            }) => Err(Error::WindowFull { needed: need, held }.into()),
-            Err(Blocked { generation, .. }) => {
-                shared.writer_waits.fetch_add(1, Ordering::Relaxed);
-                shared.holds.wait(generation);
-                Ok(())
-            }
+            Err(blocked) => shared.wait_for_room(blocked, need, false),
         }
+    }
+
+    /// A writer found no room for the bytes up to `needed` (`blocked`): it waits until a hold
+    /// changes, or, if a hold of the calling thread is in the way, fails with
+    /// [`Error::WindowFull`] (waiting would never end). `park`: a push writer, which readers
+    /// only wait for, announces that it waits (see `Holds::blocking_own`).
+    pub(crate) fn wait_for_room(
+        &self,
+        blocked: Blocked,
+        needed: u64,
+        park: bool,
+    ) -> io::Result<()> {
+        if let Some(held) = blocked.own {
+            return Err(Error::WindowFull { needed, held }.into());
+        }
+        self.writer_waits.fetch_add(1, Ordering::Relaxed);
+        if park {
+            self.holds.park(&blocked);
+            self.publish.notify();
+        }
+        self.holds.wait(blocked.generation);
+        Ok(())
     }
 
     /// A windowed stream's `read_at`: piece by piece, holding the position reached, so that a

@@ -1,6 +1,7 @@
 //! The state every handle of a buffer shares ([`Shared`]), what its index lock guards
 //! ([`State`]), where its bytes come from ([`Filler`]), and the lock order.
 
+use std::fmt;
 use std::io;
 use std::ops::Range;
 use std::sync::Weak;
@@ -15,8 +16,9 @@ use crate::engine::spiller::Spiller;
 use crate::engine::taps::Taps;
 use crate::error::{context, Error};
 use crate::source::RangeSource;
+use crate::stats::Stats;
 use crate::store::buffers::{BufferCounts, Pool};
-use crate::store::index::Index;
+use crate::store::index::{Index, Location};
 use crate::store::marks::Marks;
 use crate::store::spill::{FileStorage, Spill, SpillStorage};
 use crate::store::tiers::Tiers;
@@ -31,51 +33,51 @@ use crate::validators::Validators;
 /// workers' mailboxes are only taken alone. An inline consumer's own lock is taken by the
 /// producer with no lock of the buffer held (its role aside), and it takes `state` inside.
 pub(crate) struct Shared {
-    pub(crate) config: Config,
+    pub(in crate::engine) config: Config,
     /// The index and the stream's fate; see [`State`].
-    pub(crate) state: IndexLock<State>,
+    pub(in crate::engine) state: IndexLock<State>,
     /// Where new bytes come from: a forward-only stream and its writer role, or a range source.
-    pub(crate) filler: Filler,
+    pub(in crate::engine) filler: Filler,
     /// The RAM tier's pool and CLOCK list; see [`Tiers`].
-    pub(crate) tiers: Mutex<Tiers>,
+    pub(in crate::engine) tiers: Mutex<Tiers>,
     /// Wakes readers waiting for a publish.
-    pub(crate) publish: Publish,
+    pub(in crate::engine) publish: Publish,
     /// The spill storage: supplied by the builder, or created on the first spill. Set once.
-    pub(crate) storage: OnceLock<Spill>,
+    pub(in crate::engine) storage: OnceLock<Spill>,
     /// Counters maintained by the writer with relaxed atomics; they may race with `stats`.
-    pub(crate) buffers: Arc<BufferCounts>,
-    pub(crate) source_bytes: AtomicU64,
-    pub(crate) refetched_bytes: AtomicU64,
-    pub(crate) evictions: AtomicU64,
-    pub(crate) spill_errors: AtomicU64,
+    pub(in crate::engine) buffers: Arc<BufferCounts>,
+    pub(in crate::engine) source_bytes: AtomicU64,
+    pub(in crate::engine) refetched_bytes: AtomicU64,
+    pub(in crate::engine) evictions: AtomicU64,
+    pub(in crate::engine) spill_errors: AtomicU64,
     /// The last spill failure, for `StreamBuffer::spill_error`.
-    pub(crate) last_spill_error: Mutex<Option<Error>>,
+    pub(in crate::engine) last_spill_error: Mutex<Option<Error>>,
     /// The last source failure logged (see `log_source_failure`).
     last_logged: Mutex<String>,
     /// The read-ahead worker's mailbox.
-    pub(crate) ahead: Arc<Ahead>,
+    pub(in crate::engine) ahead: Arc<Ahead>,
     /// Segments fetched by read-ahead and then read.
-    pub(crate) read_ahead_hits: AtomicU64,
+    pub(in crate::engine) read_ahead_hits: AtomicU64,
     /// Bytes the read-ahead worker pulled or fetched.
-    pub(crate) read_ahead_bytes: AtomicU64,
+    pub(in crate::engine) read_ahead_bytes: AtomicU64,
     /// A forward-only stream's window (`None` for range sources, which ignore it): it drops
     /// its oldest bytes, and tracks `holds`.
-    pub(crate) window: Option<u64>,
+    pub(in crate::engine) window: Option<u64>,
     /// Where the readers of a windowed stream still need bytes (see `holds.rs`).
-    pub(crate) holds: Holds,
+    pub(in crate::engine) holds: Holds,
     /// Times a windowed stream's writer found no room and waited for readers.
-    pub(crate) writer_waits: AtomicU64,
+    pub(in crate::engine) writer_waits: AtomicU64,
     /// The background thread that writes a stream's spilled segments (see `spiller.rs`).
-    pub(crate) spiller: Arc<Spiller>,
+    pub(in crate::engine) spiller: Arc<Spiller>,
     /// Inline consumers, fed by the producer, and the count of all consumers (see `taps.rs`).
-    pub(crate) taps: Taps<Shared>,
+    pub(in crate::engine) taps: Taps<Shared>,
     /// The thread that pulls a forward-only stream for async cursors (see `drive.rs`).
     #[cfg(feature = "tokio")]
-    pub(crate) drive: Arc<Drive>,
+    pub(in crate::engine) drive: Arc<Drive>,
     /// What identifies the resource: the range source's, or the builder's.
-    pub(crate) validators: Validators,
+    pub(in crate::engine) validators: Validators,
     /// This very `Shared`, for the background threads to hold weakly.
-    pub(crate) me: Weak<Shared>,
+    pub(in crate::engine) me: Weak<Shared>,
 }
 
 impl Drop for Shared {
@@ -100,8 +102,17 @@ pub(crate) enum Filler {
 
 /// A range source and how many fetches of it may run at once.
 pub(crate) struct Ranged {
-    pub(crate) source: Box<dyn RangeSource>,
-    pub(crate) max_fetches: usize,
+    pub(in crate::engine) source: Box<dyn RangeSource>,
+    pub(in crate::engine) max_fetches: usize,
+}
+
+impl Ranged {
+    pub(crate) fn new(source: Box<dyn RangeSource>, max_fetches: usize) -> Self {
+        Ranged {
+            source,
+            max_fetches,
+        }
+    }
 }
 
 /// The producer of a forward-only stream that readers make produce (the pull driver,
@@ -120,22 +131,22 @@ pub(crate) trait Producer: Send {
 /// ended); `complete` means the source ended where `len` says; `error`, once set (stream sources
 /// only), stays set and no byte is added to the index after it. Bytes in the index never change.
 pub(crate) struct State {
-    pub(crate) index: Index,
-    pub(crate) len: Option<u64>,
-    pub(crate) complete: bool,
-    pub(crate) error: Option<Error>,
+    pub(in crate::engine) index: Index,
+    pub(in crate::engine) len: Option<u64>,
+    pub(in crate::engine) complete: bool,
+    pub(in crate::engine) error: Option<Error>,
     /// Range-source fetches under way (each holds its claimed segments as `Slot::Fetching`).
-    pub(crate) fetches_in_flight: usize,
+    pub(in crate::engine) fetches_in_flight: usize,
     /// A range source without a known length: the stream ends at or before this offset (a
     /// fetch there read nothing). Becomes `len` once the bytes just before it are filled.
-    pub(crate) end_at_most: Option<u64>,
+    pub(in crate::engine) end_at_most: Option<u64>,
     /// A stream with a window: the bytes before this offset were dropped. Only grows.
-    pub(crate) window_start: u64,
+    pub(in crate::engine) window_start: u64,
     /// Where a stream's writes ended and when they arrived, for consumers (see `marks.rs`).
-    pub(crate) marks: Marks,
+    pub(in crate::engine) marks: Marks,
     /// Runs of segments that `save` is copying out of the spill storage: eviction passes over
     /// them (see `tiers.rs`), so their space is not released under the copy.
-    pub(crate) pins: Vec<Range<u64>>,
+    pub(in crate::engine) pins: Vec<Range<u64>>,
 }
 
 impl State {
@@ -190,6 +201,142 @@ pub(crate) enum Want {
     Some,
     /// As `All`, for the read-ahead worker: what it pulls counts as read-ahead.
     Ahead,
+}
+
+/// What the handles above the engine ask of it: read-only views and snapshots (the fields stay
+/// the engine's own).
+impl Shared {
+    /// The settings the buffer runs with.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether the stream has a window (a live forward-only stream).
+    pub(crate) fn is_windowed(&self) -> bool {
+        self.window.is_some()
+    }
+
+    /// The stream's window (`None` for a range source, which ignores it).
+    pub(crate) fn window(&self) -> Option<u64> {
+        self.window
+    }
+
+    /// Whether the buffer is over a range source.
+    pub(crate) fn is_ranged(&self) -> bool {
+        matches!(self.filler, Filler::Ranged(_))
+    }
+
+    /// The holds of a windowed stream's readers.
+    pub(crate) fn holds(&self) -> &Holds {
+        &self.holds
+    }
+
+    /// The publish/wait protocol.
+    pub(crate) fn publish(&self) -> &Publish {
+        &self.publish
+    }
+
+    /// The inline consumers and the count of all consumers.
+    pub(crate) fn taps(&self) -> &Taps<Shared> {
+        &self.taps
+    }
+
+    /// What identifies the resource.
+    pub(crate) fn validators(&self) -> &Validators {
+        &self.validators
+    }
+
+    /// The stream's length, if known.
+    pub(crate) fn len(&self) -> Option<u64> {
+        self.state.read().len
+    }
+
+    /// The first byte still kept.
+    pub(crate) fn window_start(&self) -> u64 {
+        self.state.read().window_start
+    }
+
+    /// Where `[offset, offset + len)` stands against the filled bytes.
+    pub(crate) fn location(&self, offset: u64, len: u64) -> Location {
+        self.state.read().index.location(offset, len)
+    }
+
+    /// Whether the stream ended or failed: nothing more will be published.
+    pub(crate) fn is_over(&self) -> bool {
+        let state = self.state.read();
+        state.complete || state.error.is_some()
+    }
+
+    /// The stream's sticky failure, if it failed.
+    pub(crate) fn failure(&self) -> Option<io::Error> {
+        self.state.read().error.clone().map(Into::into)
+    }
+
+    /// The most recent spill failure (once the spill writes in flight are done).
+    pub(crate) fn spill_error(&self) -> Option<io::Error> {
+        self.tiers.lock().settle_spiller(self);
+        self.last_spill_error.lock().clone().map(Into::into)
+    }
+
+    /// A writer found no room and waits (counted in `Stats::writer_waits`).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn count_writer_wait(&self) {
+        self.writer_waits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot of the counters, once the spill writes in flight are done (at most the
+    /// clean-ahead depth, 2 MiB), so that spill errors are all counted.
+    pub(crate) fn stats(&self) -> Stats {
+        self.tiers.lock().settle_spiller(self);
+        let size = self.config.segment_size as u64;
+        let state = self.state.read();
+        Stats {
+            filled_bytes: state.index.filled_bytes,
+            memory_bytes: self.buffers.live.load(Ordering::Relaxed) * size,
+            peak_memory_bytes: self.buffers.peak.load(Ordering::Relaxed) * size,
+            spilled_bytes: state.index.spilled_bytes,
+            segments_in_memory: state.index.in_memory,
+            segments_spilled: state.index.spilled,
+            source_bytes: self.source_bytes.load(Ordering::Relaxed),
+            holes: state.index.holes(state.window_start),
+            refetched_bytes: self.refetched_bytes.load(Ordering::Relaxed),
+            read_ahead_hits: self.read_ahead_hits.load(Ordering::Relaxed),
+            read_ahead_bytes: self.read_ahead_bytes.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            fetches_in_flight: state.fetches_in_flight as u64,
+            spill_errors: self.spill_errors.load(Ordering::Relaxed),
+            mapped_bytes: self.storage.get().map_or(0, Spill::mapped_bytes),
+            writer_waits: self.writer_waits.load(Ordering::Relaxed),
+            segment_size: size,
+            memory_budget: self.config.memory_budget as u64,
+        }
+    }
+
+    /// Whether the spill storage exists yet (for tests).
+    #[cfg(test)]
+    pub(crate) fn has_storage(&self) -> bool {
+        self.storage.get().is_some()
+    }
+
+    /// Pages of the slot table in use (for tests of its size).
+    #[cfg(test)]
+    pub(crate) fn slot_pages(&self) -> usize {
+        self.state.read().index.slot_pages()
+    }
+}
+
+impl Shared {
+    /// The filled ranges, the length and where the segments live, for the handle's `Debug`.
+    pub(crate) fn describe(&self, f: &mut fmt::DebugStruct<'_, '_>) {
+        let state = self.state.read();
+        f.field("filled", &state.index.filled_ranges())
+            .field("len", &state.len)
+            .field("complete", &state.complete)
+            .field("segment_size", &self.config.segment_size)
+            .field("segments_in_memory", &state.index.in_memory)
+            .field("segments_spilled", &state.index.spilled)
+            .field("error", &state.error.as_ref().map(ToString::to_string));
+    }
 }
 
 impl Shared {

@@ -1,4 +1,4 @@
-//! [`Chunk`]: what a fan-out consumer's callback gets, and the bin its buffers are recycled in.
+//! [`Chunk`]: what a fan-out consumer's callback gets.
 
 use std::fmt;
 use std::ops::Deref;
@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::sync::{Arc, Mutex};
+use crate::engine::feed::{Cut, CutBytes};
 
 /// One piece of the stream, delivered to a consumer started with
 /// [`StreamBuffer::emit`](crate::StreamBuffer::emit).
@@ -35,69 +35,38 @@ use crate::sync::{Arc, Mutex};
 /// assert_eq!((report.chunks, report.bytes), (3, 10));
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub struct Chunk {
-    data: Data,
-    offset: u64,
-    received_at: Instant,
-    last: bool,
-}
-
-enum Data {
-    /// A slice of a full RAM segment.
-    Shared(Bytes),
-    /// Assembled in a buffer that goes back to `bin` on drop.
-    Owned(Vec<u8>, Arc<Bin>),
-}
+pub struct Chunk(Cut);
 
 impl Chunk {
-    pub(crate) fn shared(bytes: Bytes, offset: u64, received_at: Instant, last: bool) -> Self {
-        Chunk {
-            data: Data::Shared(bytes),
-            offset,
-            received_at,
-            last,
-        }
-    }
-
-    pub(crate) fn owned(
-        bytes: Vec<u8>,
-        bin: Arc<Bin>,
-        offset: u64,
-        received_at: Instant,
-        last: bool,
-    ) -> Self {
-        Chunk {
-            data: Data::Owned(bytes, bin),
-            offset,
-            received_at,
-            last,
-        }
+    /// The chunk a consumer's feed cut.
+    pub(crate) fn new(cut: Cut) -> Self {
+        Chunk(cut)
     }
 
     /// The stream offset of the chunk's first byte.
     pub fn offset(&self) -> u64 {
-        self.offset
+        self.0.offset
     }
 
     /// When the chunk's first byte arrived in the buffer: the time of the `write` (or source
     /// read) that brought it. For a range source, when the consumer first took the chunk's
     /// bytes.
     pub fn received_at(&self) -> Instant {
-        self.received_at
+        self.0.received_at
     }
 
     /// Whether this is the consumer's last chunk: it ends the stream (it may be short, or
     /// empty when the stream ended right after a full chunk). Exactly one chunk of a consumer
     /// that runs to the end of its stream is the last.
     pub fn is_last(&self) -> bool {
-        self.last
+        self.0.last
     }
 
     /// The bytes as [`Bytes`], without a copy when the chunk shares a segment's buffer.
     pub fn into_bytes(mut self) -> Bytes {
-        match &mut self.data {
-            Data::Shared(bytes) => std::mem::take(bytes),
-            Data::Owned(vec, _) => Bytes::from(std::mem::take(vec)),
+        match &mut self.0.bytes {
+            CutBytes::Shared(bytes) => std::mem::take(bytes),
+            CutBytes::Owned(vec, _) => Bytes::from(std::mem::take(vec)),
         }
     }
 }
@@ -106,9 +75,9 @@ impl Deref for Chunk {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        match &self.data {
-            Data::Shared(bytes) => bytes,
-            Data::Owned(vec, _) => vec,
+        match &self.0.bytes {
+            CutBytes::Shared(bytes) => bytes,
+            CutBytes::Owned(vec, _) => vec,
         }
     }
 }
@@ -121,7 +90,7 @@ impl AsRef<[u8]> for Chunk {
 
 impl Drop for Chunk {
     fn drop(&mut self) {
-        if let Data::Owned(vec, bin) = &mut self.data {
+        if let CutBytes::Owned(vec, bin) = &mut self.0.bytes {
             bin.give(std::mem::take(vec));
         }
     }
@@ -130,42 +99,9 @@ impl Drop for Chunk {
 impl fmt::Debug for Chunk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Chunk")
-            .field("offset", &self.offset)
+            .field("offset", &self.0.offset)
             .field("len", &self.len())
-            .field("is_last", &self.last)
+            .field("is_last", &self.0.last)
             .finish()
-    }
-}
-
-/// A consumer's spare chunk buffers.
-pub(crate) struct Bin {
-    spare: Mutex<Vec<Vec<u8>>>,
-    /// How many buffers to keep (the chunks a consumer may have in flight, plus one).
-    keep: usize,
-}
-
-impl Bin {
-    pub(crate) fn new(keep: usize) -> Self {
-        Bin {
-            spare: Mutex::new(Vec::new()),
-            keep,
-        }
-    }
-
-    /// An empty buffer, with room kept from an earlier chunk if there is one.
-    pub(crate) fn take(&self) -> Vec<u8> {
-        self.spare.lock().pop().unwrap_or_default()
-    }
-
-    /// Takes a buffer back (emptied), unless enough are kept already.
-    pub(crate) fn give(&self, mut vec: Vec<u8>) {
-        if vec.capacity() == 0 {
-            return;
-        }
-        vec.clear();
-        let mut spare = self.spare.lock();
-        if spare.len() < self.keep {
-            spare.push(vec);
-        }
     }
 }

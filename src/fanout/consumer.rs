@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use crossbeam_channel::unbounded;
 
+use crate::engine::feed::{Feed, Polled};
 use crate::engine::holds::HoldId;
 use crate::engine::shared::Shared;
 use crate::fanout::chunk::Chunk;
 use crate::fanout::deliver::{
     ask, finished, guard, panicked, Callback, Deliver, OnDone, Sampler, SharedCallback,
 };
-use crate::fanout::feed::{Feed, Polled};
 use crate::fanout::inline::{Inline, InlineControl};
 use crate::fanout::pool::Pool;
 use crate::fanout::report::Report;
@@ -127,10 +127,10 @@ impl Drop for Consumer {
             Run::Thread(Some(_)) => {
                 self.stop.set();
                 if let Some(hold) = self.hold.take() {
-                    self.shared.holds.remove(hold);
+                    self.shared.holds().remove(hold);
                 }
                 // Wakes the thread if it waits for bytes.
-                self.shared.publish.notify();
+                self.shared.publish().notify();
             }
             Run::Thread(None) => {}
             Run::Inline(inline) => {
@@ -360,12 +360,12 @@ impl Drop for Owned {
 fn next_chunk(shared: &Shared, feed: &mut Feed, stop: &Stop) -> io::Result<Option<Chunk>> {
     loop {
         // Read the generation before looking: a publish (or a stop) after this wakes the wait.
-        let seen = shared.publish.generation();
+        let seen = shared.publish().generation();
         if stop.is_set() {
             return Ok(None);
         }
         match feed.poll(shared) {
-            Polled::Chunk(chunk) => return Ok(Some(chunk)),
+            Polled::Chunk(cut) => return Ok(Some(Chunk::new(cut))),
             Polled::Done => return Ok(None),
             Polled::Failed(error) => return Err(error),
             Polled::More => {}
@@ -379,9 +379,6 @@ fn next_chunk(shared: &Shared, feed: &mut Feed, stop: &Stop) -> io::Result<Optio
 /// resumes at the live edge.
 fn pause_for(shared: &Shared, feed: &mut Feed, stop: &Stop, pause: Duration) {
     feed.pause(shared);
-    stop.sleep(pause, || {
-        let state = shared.state.read();
-        state.complete || state.error.is_some()
-    });
+    stop.sleep(pause, || shared.is_over());
     feed.resume(shared);
 }

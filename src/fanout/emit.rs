@@ -7,7 +7,6 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::buffer::StreamBuffer;
-use crate::engine::shared::Filler;
 use crate::error::invalid_input;
 use crate::fanout::chunk::Chunk;
 use crate::fanout::consumer::{self, Consumer, Plan, Where};
@@ -322,7 +321,7 @@ impl<T, M> Emit<T, M> {
         if self.chunk_size == 0 {
             return Err(invalid_input("a consumer's chunk_size must be at least 1"));
         }
-        let ranged = matches!(self.buffer.shared().filler, Filler::Ranged(_));
+        let ranged = self.buffer.shared().is_ranged();
         if ranged && matches!(self.place, Where::Inline) {
             return Err(invalid_input(
                 "run_inline needs a stream's producer: a range source has none",
@@ -330,10 +329,10 @@ impl<T, M> Emit<T, M> {
         }
         let shared = self.buffer.shared();
         let keep = keep && !self.lagging && !matches!(self.place, Where::Inline);
-        if let (true, Some(window)) = (keep, shared.window) {
-            let segment = shared.config.segment_size as u64;
+        if let (true, Some(window)) = (keep, shared.window()) {
+            let segment = shared.config().segment_size as u64;
             let kept =
-                (shared.config.memory_budget as u64).saturating_add(shared.config.disk_budget);
+                (shared.config().memory_budget as u64).saturating_add(shared.config().disk_budget);
             let needed = (self.chunk_size as u64).saturating_add(2 * segment);
             if needed > window || needed > kept {
                 return Err(invalid_input(format!(

@@ -4,10 +4,11 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use crate::engine::feed::{Feed, Polled};
 use crate::engine::shared::Shared;
 use crate::engine::taps::Tap;
+use crate::fanout::chunk::Chunk;
 use crate::fanout::deliver::Deliver;
-use crate::fanout::feed::{Feed, Polled};
 use crate::fanout::report::Report;
 use crate::sync::{current_thread, fence, Arc, AtomicBool, Condvar, Mutex, Ordering, ThreadId};
 
@@ -59,7 +60,7 @@ impl<T: Send + 'static> Inline<T> {
             stop: AtomicBool::new(false),
             feeding: Mutex::new(None),
         });
-        shared.taps.add(inline.clone());
+        shared.taps().add(inline.clone());
         if inline.feed(shared) {
             inline.state.lock().feed.unpin(shared);
         }
@@ -103,15 +104,17 @@ impl<T: Send + 'static> Inline<T> {
                 }
             }
             match state.feed.poll(shared) {
-                Polled::Chunk(chunk) => match state.deliver.as_mut().map(|d| d.deliver(chunk)) {
-                    Some(Ok(pause)) => {
-                        if let Some(pause) = pause {
-                            state.resume_at = Some(resume_at(pause));
+                Polled::Chunk(cut) => {
+                    match state.deliver.as_mut().map(|d| d.deliver(Chunk::new(cut))) {
+                        Some(Ok(pause)) => {
+                            if let Some(pause) = pause {
+                                state.resume_at = Some(resume_at(pause));
+                            }
                         }
+                        Some(Err(error)) => return self.end(shared, state, Err(error)),
+                        None => return false,
                     }
-                    Some(Err(error)) => return self.end(shared, state, Err(error)),
-                    None => return false,
-                },
+                }
                 Polled::More if !self.stop.load(Ordering::Acquire) => return true,
                 Polled::More => {}
                 Polled::Done => return self.end(shared, state, Ok(())),
@@ -159,7 +162,7 @@ impl<T: Send + 'static> InlineControl for Inline<T> {
     /// on this thread or another), the producer ends it after that chunk.
     fn stop(&self, shared: &Shared) {
         self.stop.store(true, Ordering::SeqCst);
-        shared.taps.remove(self as *const Self as *const ());
+        shared.taps().remove(self as *const Self as *const ());
         if *self.feeding.lock() == Some(current_thread()) {
             return;
         }

@@ -5,7 +5,7 @@
 //! 2. `consumer.rs`: [`Consumer`], the loops that run a consumer on a thread or a pool.
 //!    `inline.rs`: consumers run by the producer. `deliver.rs`: what a serial consumer does with
 //!    each chunk. `stop.rs`: a consumer's stop signal.
-//! 3. `feed.rs`: how a consumer cuts the stream into chunks. `chunk.rs`: [`Chunk`]. `report.rs`: [`Report`]. `pool.rs`: [`Pool`].
+//! 3. `chunk.rs`: [`Chunk`] (cut by the engine's `feed.rs`). `report.rs`: [`Report`]. `pool.rs`: [`Pool`].
 //! 4. `sink.rs`: [`Sink`] and [`WriteSink`]. `retry.rs`: [`RetryPolicy`], [`HttpStatus`].
 //!
 //! Leaves it: the public types above; the rest stays inside.
@@ -14,7 +14,6 @@ pub(crate) mod chunk;
 pub(crate) mod consumer;
 pub(crate) mod deliver;
 pub(crate) mod emit;
-pub(crate) mod feed;
 pub(crate) mod inline;
 pub(crate) mod pool;
 pub(crate) mod report;

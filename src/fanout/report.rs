@@ -1,6 +1,6 @@
 //! [`Report`]: what a fan-out consumer delivered.
 
-use crate::fanout::feed::Feed;
+use crate::engine::feed::Feed;
 
 /// What a consumer delivered, returned by [`Consumer::join`](crate::Consumer::join).
 ///

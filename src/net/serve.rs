@@ -384,7 +384,7 @@ impl Server {
             return failed(&error);
         }
         let buffer = &self.buffer;
-        let windowed = buffer.shared().window.is_some();
+        let windowed = buffer.shared().is_windowed();
         let specs = match request.headers().get(header::RANGE) {
             Some(range) if !windowed && current.if_range_holds(request.headers()) => {
                 range.to_str().ok().and_then(ranges::parse)
@@ -513,7 +513,7 @@ impl Server {
     /// Waits until the first `prebuffer` bytes are filled, or the stream ended before them.
     async fn prebuffered(&self) -> io::Result<()> {
         let want = self.prebuffer;
-        if want == 0 || self.buffer.shared().window.is_some() {
+        if want == 0 || self.buffer.shared().is_windowed() {
             return Ok(());
         }
         let mut byte = [0u8; 1];

@@ -1,4 +1,5 @@
-//! The feed: how a fan-out consumer cuts the stream into chunks.
+//! The feed: how a fan-out consumer cuts the stream into chunks ([`Cut`]s, which the fan-out
+//! layer hands over as `Chunk`s), and the bin their buffers are recycled in.
 //!
 //! Engine code shared by every kind of consumer: a consumer thread polls its feed and waits
 //! for more bytes ([`Shared::wait_more`]); an inline consumer's feed is polled by the producer
@@ -15,13 +16,65 @@ use bytes::Bytes;
 
 use crate::engine::holds::HoldId;
 use crate::engine::shared::{Filler, Shared, State};
-use crate::fanout::chunk::{Bin, Chunk};
 use crate::sync::Arc;
+use crate::sync::Mutex;
+
+/// A chunk cut by a feed, for the fan-out layer to hand over as a `Chunk`.
+pub(crate) struct Cut {
+    pub(crate) bytes: CutBytes,
+    /// The stream offset of its first byte.
+    pub(crate) offset: u64,
+    /// When its first byte arrived.
+    pub(crate) received_at: Instant,
+    /// It ends the stream.
+    pub(crate) last: bool,
+}
+
+/// A cut's bytes.
+pub(crate) enum CutBytes {
+    /// A slice of a full RAM segment.
+    Shared(Bytes),
+    /// Assembled in a buffer that goes back to the bin when the chunk is done with.
+    Owned(Vec<u8>, Arc<Bin>),
+}
+
+/// A consumer's spare chunk buffers.
+pub(crate) struct Bin {
+    spare: Mutex<Vec<Vec<u8>>>,
+    /// How many buffers to keep (the chunks a consumer may have in flight, plus one).
+    keep: usize,
+}
+
+impl Bin {
+    pub(crate) fn new(keep: usize) -> Self {
+        Bin {
+            spare: Mutex::new(Vec::new()),
+            keep,
+        }
+    }
+
+    /// An empty buffer, with room kept from an earlier chunk if there is one.
+    pub(crate) fn take(&self) -> Vec<u8> {
+        self.spare.lock().pop().unwrap_or_default()
+    }
+
+    /// Takes a buffer back (emptied), unless enough are kept already.
+    pub(crate) fn give(&self, mut vec: Vec<u8>) {
+        if vec.capacity() == 0 {
+            return;
+        }
+        vec.clear();
+        let mut spare = self.spare.lock();
+        if spare.len() < self.keep {
+            spare.push(vec);
+        }
+    }
+}
 
 /// What a poll found.
 pub(crate) enum Polled {
     /// A chunk is complete.
-    Chunk(Chunk),
+    Chunk(Cut),
     /// Every published byte is taken: wait for more.
     More,
     /// The stream failed before the chunk under way was complete.
@@ -209,24 +262,27 @@ impl Feed {
     }
 
     /// The chunk `[start, pos)`, complete.
-    fn cut(&mut self, last: bool, state: &State) -> Chunk {
+    fn cut(&mut self, last: bool, state: &State) -> Cut {
         let received = self
             .received
             .take()
             .or_else(|| state.marks.arrival(self.start))
             .unwrap_or_else(Instant::now);
-        let chunk = match self.whole.take() {
-            Some(bytes) => Chunk::shared(bytes, self.start, received, last),
-            None => {
-                let buf = std::mem::take(&mut self.buf);
-                Chunk::owned(buf, self.bin.clone(), self.start, received, last)
-            }
+        let bytes = match self.whole.take() {
+            Some(bytes) => CutBytes::Shared(bytes),
+            None => CutBytes::Owned(std::mem::take(&mut self.buf), self.bin.clone()),
+        };
+        let cut = Cut {
+            bytes,
+            offset: self.start,
+            received_at: received,
+            last,
         };
         self.chunks += 1;
-        self.bytes += chunk.len() as u64;
+        self.bytes += self.pos - self.start;
         self.done = last;
         self.start = self.pos;
-        chunk
+        cut
     }
 
     /// Skips to `to` (at or past `pos`): the chunk under way and the bytes up to `to` count as
