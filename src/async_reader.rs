@@ -42,12 +42,12 @@ const CAPACITY: usize = 64 * 1024;
 /// end, as [`Reader`](crate::Reader)'s seek does.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> std::io::Result<()> {
 /// use sparsebuf::StreamBuffer;
 /// use tokio::io::{AsyncReadExt, AsyncSeekExt};
 /// use std::io::SeekFrom;
 ///
+/// # let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+/// # runtime.block_on(async {
 /// let buffer = StreamBuffer::new(std::io::Cursor::new(b"hello, async world".to_vec()));
 /// let mut cursor = buffer.async_reader();
 /// cursor.seek(SeekFrom::Start(7)).await?;
@@ -58,8 +58,9 @@ const CAPACITY: usize = 64 * 1024;
 /// let mut rest = Vec::new();
 /// cursor.read_to_end(&mut rest).await?;
 /// assert_eq!(rest, b" world");
-/// # Ok(())
-/// # }
+/// # Ok::<(), std::io::Error>(())
+/// # })?;
+/// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct AsyncReader {
     buffer: StreamBuffer,
@@ -320,10 +321,10 @@ impl StreamBuffer {
     /// as an [`AsyncReader`] does. Cancellation-safe: dropping the future loses nothing.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> std::io::Result<()> {
     /// use sparsebuf::StreamBuffer;
     ///
+    /// # let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    /// # runtime.block_on(async {
     /// let (mut writer, buffer) = StreamBuffer::builder().build_push()?;
     /// let producer = tokio::spawn(async move {
     ///     use tokio::io::AsyncWriteExt;
@@ -335,8 +336,9 @@ impl StreamBuffer {
     /// assert_eq!(&word, b"from");
     /// producer.await??;
     /// assert_eq!(buffer.len(), Some(18));
-    /// # Ok(())
-    /// # }
+    /// # Ok::<(), std::io::Error>(())
+    /// # })?;
+    /// # Ok::<(), std::io::Error>(())
     /// ```
     pub async fn read_at_async(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let end = range_end(offset, buf.len())?;

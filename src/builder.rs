@@ -297,14 +297,14 @@ impl Builder {
 
     /// What identifies the resource a stream carries (a URL's `ETag` and `Last-Modified`), for
     /// [`StreamBuffer::validators`]. A range source reports its own.
-    #[cfg(feature = "http")]
+    #[cfg(feature = "client")]
     pub(crate) fn with_validators(mut self, validators: Validators) -> Self {
         self.validators = validators;
         self
     }
 
     /// The length declared with [`len`](Builder::len), if any.
-    #[cfg(feature = "http")]
+    #[cfg(feature = "client")]
     pub(crate) fn declared_len(&self) -> Option<u64> {
         self.len
     }

@@ -114,13 +114,15 @@ pub use fanout::{
     is_transient, Chunk, Consumer, Emit, HttpStatus, Parallel, Pool, Report, RetryPolicy, Serial,
     Sink, WriteSink,
 };
+#[cfg(feature = "client")]
+pub use net::HttpSink;
 #[cfg(feature = "object-store")]
 pub use net::{
     upload, ObjectSink, ObjectSource, Upload, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
     MAX_PART_SIZE, MIN_PART_SIZE,
 };
-#[cfg(feature = "http")]
-pub use net::{HttpSink, Running, Served, Server};
+#[cfg(feature = "server")]
+pub use net::{Running, Served, Server};
 pub use reader::Reader;
 pub use source::{RangeSource, SeekSource};
 pub use stats::Stats;

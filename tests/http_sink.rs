@@ -1,7 +1,7 @@
 //! HttpSink against a real HTTP server on loopback (`tests/servers/recording_http.py`) that
 //! records every request and fails the ones it is told to: every byte arrives once and in
 //! order, retries happen and are counted, failures end with their cause.
-#![cfg(feature = "http")]
+#![cfg(feature = "client")]
 
 mod common;
 

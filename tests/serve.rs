@@ -1,6 +1,6 @@
 //! The Range server (feature `http`) against curl: a matrix of requests over buffers of known
 //! and unknown length, each answer's status, headers and exact bytes checked against the model.
-#![cfg(feature = "http")]
+#![cfg(feature = "server")]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! clients that ask and never read (the send timeout, the connection limit), requests without
 //! `Host`, conditional requests, and a source that fails before or during a response (every
 //! request gets a status line, and a cut response carries every byte held before the failure).
-#![cfg(feature = "http")]
+#![cfg(feature = "server")]
 
 mod common;
 

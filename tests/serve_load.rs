@@ -2,7 +2,7 @@
 //! 256 MiB forward-only stream while it is being pulled; every byte is checked against the
 //! generator, the buffer's RAM stays within its budget, and the run is bounded in requests and
 //! time.
-#![cfg(feature = "http")]
+#![cfg(feature = "server")]
 
 mod common;
 

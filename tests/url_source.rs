@@ -2,7 +2,7 @@
 //! sparsebuf `Server` (ranges honoured), nginx, and a scripted upstream (`common/upstream.rs`)
 //! that fails the first requests, ignores ranges, or changes the resource under the buffer with
 //! each kind of validator, to check retries, fallbacks and that no buffer mixes two versions.
-#![cfg(feature = "http")]
+#![cfg(all(feature = "client", feature = "server"))]
 
 mod common;
 

@@ -390,7 +390,7 @@ fn a_sampler_asking_for_duration_max_pauses_until_the_end() {
 
 /// The same with an `HttpSink` whose server asks it to come back in eleven days
 /// (`Retry-After: 1000000`): dropping the consumer frees the writer at once.
-#[cfg(feature = "http")]
+#[cfg(feature = "client")]
 #[test]
 fn a_dropped_http_sink_told_to_retry_after_eleven_days_frees_the_writer() {
     if parent(

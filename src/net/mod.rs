@@ -1,37 +1,37 @@
 //! Everything that speaks over a network.
 //!
-//! 1. `serve.rs` (feature `http`): [`Server`], the HTTP Range server; `ranges.rs` (the `Range`
+//! 1. `serve.rs` (feature `server`): [`Server`], the HTTP Range server; `ranges.rs` (the `Range`
 //!    grammar), `preconditions.rs` (conditional requests), `connections.rs` (send timeout and
 //!    connection limit).
-//! 2. `url.rs` (feature `http`): URL sources (`Builder::build_url`); `http_sink.rs`:
+//! 2. `url.rs` (feature `client`): URL sources (`Builder::build_url`); `http_sink.rs`:
 //!    [`HttpSink`]; `http_errors.rs`: the HTTP client's failures as `io::Error`s.
 //! 3. `object.rs` (feature `object-store`): [`ObjectSink`], [`upload`], [`ObjectSource`].
 //!
 //! Leaves it: the public types above.
 
-#[cfg(feature = "http")]
+#[cfg(feature = "server")]
 pub(crate) mod connections;
-#[cfg(feature = "http")]
+#[cfg(feature = "client")]
 pub(crate) mod http_errors;
-#[cfg(feature = "http")]
+#[cfg(feature = "client")]
 pub(crate) mod http_sink;
 #[cfg(feature = "object-store")]
 pub(crate) mod object;
-#[cfg(feature = "http")]
+#[cfg(feature = "server")]
 pub(crate) mod preconditions;
-#[cfg(feature = "http")]
+#[cfg(feature = "server")]
 pub(crate) mod ranges;
-#[cfg(feature = "http")]
+#[cfg(feature = "server")]
 pub(crate) mod serve;
-#[cfg(feature = "http")]
+#[cfg(feature = "client")]
 pub(crate) mod url;
 
-#[cfg(feature = "http")]
+#[cfg(feature = "client")]
 pub use http_sink::HttpSink;
 #[cfg(feature = "object-store")]
 pub use object::{
     upload, ObjectSink, ObjectSource, Upload, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
     MAX_PART_SIZE, MIN_PART_SIZE,
 };
-#[cfg(feature = "http")]
+#[cfg(feature = "server")]
 pub use serve::{Running, Served, Server};

@@ -8,21 +8,19 @@ use std::thread;
 use std::time::Duration;
 
 pub mod child;
-#[cfg(feature = "http")]
-pub mod command;
-#[cfg(feature = "http")]
+#[cfg(any(feature = "client", feature = "server"))]
 pub mod curl;
 mod faulty;
 mod generator;
-#[cfg(feature = "http")]
+#[cfg(any(feature = "client", feature = "server"))]
 pub mod http_server;
 mod location;
 #[cfg(feature = "object-store")]
 pub mod moto;
-#[cfg(feature = "http")]
+#[cfg(any(feature = "client", feature = "server"))]
 pub mod nginx;
 pub mod tmpfs;
-#[cfg(feature = "http")]
+#[cfg(any(feature = "client", feature = "server"))]
 pub mod upstream;
 pub mod window_model;
 #[allow(unused_imports)] // each test file uses a different part of the helpers

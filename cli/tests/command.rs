@@ -1,7 +1,6 @@
 //! The `sparsebuf serve` command: its inputs (a pipe, a file, URLs with and without ranges),
 //! its output, and its answers to bad input (one line on stderr and a non-zero exit, never a
 //! panic).
-#![cfg(feature = "http")]
 
 mod common;
 

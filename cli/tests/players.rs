@@ -2,7 +2,6 @@
 //! seeking a moov-at-end MP4 (which ffmpeg cannot read from the pipe itself), and headless
 //! Chromium seeking a `<video>` to 80%. The clients are Debian's `ffmpeg` and `chromium`;
 //! `.ci/run` installs them, and a missing one fails the test with a message.
-#![cfg(feature = "http")]
 
 mod common;
 

@@ -1,7 +1,6 @@
 //! `sparsebuf serve` against clients that hoard connections under a small descriptor limit,
 //! and against a pipe that ends before its declared length: every request gets a status line,
 //! and the failure is logged once on stderr.
-#![cfg(feature = "http")]
 
 mod common;
 
