@@ -22,8 +22,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use object_store::path::Path;
-use object_store::{ObjectStore, PutPayload};
+use sparsebuf::object_store::path::Path;
+use sparsebuf::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sparsebuf::{upload, ObjectSource, StreamBuffer};
 
 const LEN: usize = 64 << 20;

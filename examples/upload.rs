@@ -19,9 +19,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use object_store::aws::AmazonS3Builder;
-use object_store::path::Path;
-use object_store::ObjectStore;
+use sparsebuf::object_store::aws::AmazonS3Builder;
+use sparsebuf::object_store::path::Path;
+use sparsebuf::object_store::ObjectStore;
 use sparsebuf::{upload, ObjectSource, StreamBuffer};
 
 const USAGE: &str = "usage: upload --bucket NAME --key KEY [--endpoint URL] [--size N | --stdin] \

@@ -116,6 +116,12 @@ pub use fanout::{
 };
 #[cfg(feature = "client")]
 pub use net::HttpSink;
+/// The `object_store` crate this crate was built with (feature `object-store`): name its types
+/// through here (`sparsebuf::object_store::path::Path`, its stores) so that they are the ones
+/// [`upload`], [`ObjectSink`] and [`ObjectSource`] take, whatever version the rest of a program
+/// uses.
+#[cfg(feature = "object-store")]
+pub use object_store;
 #[cfg(feature = "object-store")]
 pub use net::{
     upload, ObjectSink, ObjectSource, Upload, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::moto::Moto;
 use common::{data, within};
-use object_store::path::Path;
+use sparsebuf::object_store::path::Path;
+use sparsebuf::object_store::ObjectStoreExt;
 use sparsebuf::{upload, ObjectSink, ObjectSource, StreamBuffer, MIN_PART_SIZE};
 
 #[test]
@@ -193,8 +194,8 @@ fn an_object_replaced_under_the_buffer_fails_the_read_instead_of_mixing() {
 /// panicked).
 #[test]
 fn part_sizes_are_checked_and_parts_grow_as_they_fill() {
-    let store: std::sync::Arc<dyn object_store::ObjectStore> =
-        std::sync::Arc::new(object_store::memory::InMemory::new());
+    let store: std::sync::Arc<dyn sparsebuf::object_store::ObjectStore> =
+        std::sync::Arc::new(sparsebuf::object_store::memory::InMemory::new());
     for size in [usize::MAX, 1 << 40, (5 << 30) + 1] {
         let error = ObjectSink::new(store.clone(), Path::from("x"))
             .part_size(size)

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, MultipartUpload, ObjectStore, PutPayload};
+use object_store::{GetOptions, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
@@ -78,7 +78,7 @@ fn io_error(error: object_store::Error) -> io::Error {
 /// ```
 /// use std::io::Write;
 /// use std::sync::Arc;
-/// use object_store::{memory::InMemory, path::Path, ObjectStore};
+/// use sparsebuf::object_store::{memory::InMemory, path::Path, ObjectStore};
 /// use sparsebuf::{ObjectSink, StreamBuffer};
 ///
 /// let store = Arc::new(InMemory::new());
@@ -349,7 +349,7 @@ impl fmt::Debug for ObjectSink {
 /// ```
 /// use std::io::Write;
 /// use std::sync::Arc;
-/// use object_store::{memory::InMemory, path::Path, ObjectStore};
+/// use sparsebuf::object_store::{memory::InMemory, path::Path, ObjectStore};
 ///
 /// let store = Arc::new(InMemory::new());
 /// let mut up = sparsebuf::upload(store.clone(), Path::from("a/b.bin"))?;

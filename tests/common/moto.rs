@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use object_store::aws::AmazonS3Builder;
-use object_store::ObjectStore;
+use sparsebuf::object_store::aws::AmazonS3Builder;
+use sparsebuf::object_store::ObjectStore;
 
 pub struct Moto {
     child: Child,
