@@ -133,3 +133,117 @@ impl Ahead {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// An owner that records each step; a step for a target starting at `HOLD` waits for a
+    /// message first (so the test can send a new request while the worker is busy).
+    struct Owner {
+        steps: std::sync::Mutex<Vec<(Range<u64>, u64)>>,
+        hold: std::sync::Mutex<Receiver<()>>,
+        /// Set when a step holding at `HOLD` has begun.
+        holding: std::sync::atomic::AtomicBool,
+    }
+
+    const HOLD: u64 = 1000;
+
+    /// 16 bytes at a time, like a 16-byte segment.
+    fn step(owner: &Owner, target: Range<u64>, request: u64) -> std::io::Result<u64> {
+        if target.start == HOLD {
+            owner
+                .holding
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            owner.hold.lock().unwrap().recv().unwrap();
+        }
+        owner.steps.lock().unwrap().push((target.clone(), request));
+        Ok((target.start + 16).min(target.end))
+    }
+
+    fn owner() -> (std::sync::Arc<Owner>, Sender<()>) {
+        let (tx, rx) = channel();
+        let owner = Owner {
+            steps: std::sync::Mutex::new(Vec::new()),
+            hold: std::sync::Mutex::new(rx),
+            holding: std::sync::atomic::AtomicBool::new(false),
+        };
+        (std::sync::Arc::new(owner), tx)
+    }
+
+    /// Waits (at most 10 s) until `done` holds.
+    fn eventually(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "the worker did not get there in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn steps(owner: &Owner) -> Vec<(Range<u64>, u64)> {
+        owner.steps.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn the_worker_steps_through_a_target_then_sleeps() {
+        let (owner, _tx) = owner();
+        let ahead = Arc::new(Ahead::new());
+        ahead.request(&std::sync::Arc::downgrade(&owner), 0..40, step);
+        assert_eq!(ahead.protected(), 0..40);
+        eventually(|| steps(&owner).len() == 3);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(steps(&owner), [(0..40, 1), (16..40, 1), (32..40, 1)]);
+        ahead.close();
+    }
+
+    #[test]
+    fn a_new_target_replaces_the_one_in_progress() {
+        let (owner, tx) = owner();
+        let ahead = Arc::new(Ahead::new());
+        let weak = std::sync::Arc::downgrade(&owner);
+        ahead.request(&weak, HOLD..HOLD + 64, step);
+        // The worker is inside its first step; a far seek asks for another target meanwhile.
+        eventually(|| owner.holding.load(std::sync::atomic::Ordering::SeqCst));
+        ahead.request(&weak, 5000..5032, step);
+        assert_eq!(ahead.requests(), 2);
+        tx.send(()).unwrap();
+        eventually(|| steps(&owner).len() == 3);
+        std::thread::sleep(Duration::from_millis(20));
+        // The old target's rest is never fetched.
+        assert_eq!(
+            steps(&owner),
+            [(HOLD..HOLD + 64, 1), (5000..5032, 2), (5016..5032, 2)]
+        );
+        ahead.close();
+    }
+
+    #[test]
+    fn the_worker_ends_when_the_owner_is_gone_and_never_keeps_it_alive() {
+        let (owner, tx) = owner();
+        let ahead = Arc::new(Ahead::new());
+        ahead.request(&std::sync::Arc::downgrade(&owner), HOLD..HOLD + 64, step);
+        eventually(|| owner.holding.load(std::sync::atomic::Ordering::SeqCst));
+        // The worker holds the owner during its step only: dropped now, it goes after it.
+        let weak = std::sync::Arc::downgrade(&owner);
+        drop(owner);
+        tx.send(()).unwrap();
+        eventually(|| weak.strong_count() == 0 && Arc::strong_count(&ahead) == 1);
+    }
+
+    #[test]
+    fn a_closed_mailbox_ends_a_sleeping_worker() {
+        let (owner, _tx) = owner();
+        let ahead = Arc::new(Ahead::new());
+        ahead.request(&std::sync::Arc::downgrade(&owner), 0..16, step);
+        eventually(|| steps(&owner).len() == 1);
+        ahead.close();
+        eventually(|| Arc::strong_count(&ahead) == 1);
+        assert_eq!(std::sync::Arc::strong_count(&owner), 1);
+    }
+}

@@ -11,7 +11,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use crate::engine::holds::Blocked;
-use crate::engine::shared::{Filler, Shared};
+use crate::engine::shared::{Filler, Shared, State};
 use crate::engine::spiller::Written;
 use crate::error::Error;
 use crate::store::slots::{Evicted, Slot};
@@ -23,16 +23,20 @@ use crate::sync::{Arc, Ordering};
 /// budget (a stream that fits is never written), so the depth costs no wasted writes.
 const CLEAN_AHEAD: usize = 32;
 
+/// [`CLEAN_AHEAD`]'s rule for a memory budget and segment size.
+fn clean_ahead_depth(memory_budget: usize, segment_size: usize) -> usize {
+    let depth = (memory_budget / segment_size / 2).min(CLEAN_AHEAD);
+    if depth < 2 {
+        0
+    } else {
+        depth
+    }
+}
+
 impl Tiers {
     /// How many segments a stream cleans ahead of need (0: it spills inline).
     fn depth(shared: &Shared) -> usize {
-        let cfg = &shared.config;
-        let depth = (cfg.memory_budget / cfg.segment_size / 2).min(CLEAN_AHEAD);
-        if depth < 2 {
-            0
-        } else {
-            depth
-        }
+        clean_ahead_depth(shared.config.memory_budget, shared.config.segment_size)
     }
 
     /// Takes back what the spiller wrote: each written segment is clean (if still in RAM); a
@@ -400,7 +404,14 @@ fn pick(clock: &mut VecDeque<u64>, shared: &Shared) -> Option<u64> {
         let start = segment << shift;
         start < protected.end && protected.start < start.saturating_add(1 << shift)
     };
-    let state = shared.state.read();
+    clock_hand(clock, &shared.state.read(), kept)
+}
+
+/// The hand of [`pick`] over `clock`, with the reference bits and pins of `state`: a segment
+/// read since the hand last passed (its bit, cleared as the hand passes) or `kept` goes to the
+/// back of the list; two turns without a victim take the oldest unpinned segment anyway.
+/// Entries that are no longer full segments drop out of the list.
+fn clock_hand(clock: &mut VecDeque<u64>, state: &State, kept: impl Fn(u64) -> bool) -> Option<u64> {
     for _ in 0..=2 * clock.len() {
         let segment = clock.pop_front()?;
         match state.index.take_referenced(segment) {
@@ -411,4 +422,92 @@ fn pick(clock: &mut VecDeque<u64>, shared: &Shared) -> Option<u64> {
     }
     let at = clock.iter().position(|&s| !state.pinned(s))?;
     clock.remove(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::buffers::{BufferCounts, Pool};
+    use crate::store::index::Index;
+
+    const SHIFT: u32 = 4;
+
+    /// A bare RAM tier of `segments` full 16-byte segments, each arrived in order and so far
+    /// read once by the reader that fetched it (a fresh segment's reference bit is set).
+    fn tier(segments: u64) -> (Tiers, State) {
+        let mut state = State::new(Index::new(SHIFT), None, 1 << 20);
+        let mut tiers = Tiers::new(Pool::new(16, Arc::new(BufferCounts::default())));
+        for s in 0..segments {
+            let start = s << SHIFT;
+            state
+                .index
+                .insert_full(s, start..start + 16, Bytes::from(vec![s as u8; 16]), false);
+            tiers.admit(s);
+        }
+        (tiers, state)
+    }
+
+    fn read(state: &State, segment: u64) {
+        let mut byte = [0u8];
+        state
+            .index
+            .copy_out(None, segment << SHIFT, &mut byte)
+            .unwrap();
+        assert_eq!(byte[0], segment as u8);
+    }
+
+    #[test]
+    fn clock_gives_a_second_chance_to_what_was_read_since_the_hand_passed() {
+        let (mut tiers, state) = tier(4);
+        // Every bit is set: the hand clears them all in one turn and takes the oldest.
+        assert_eq!(clock_hand(&mut tiers.clock, &state, |_| false), Some(0));
+        // 1 is read again before the hand comes back: it is passed over, 2 goes.
+        read(&state, 1);
+        assert_eq!(clock_hand(&mut tiers.clock, &state, |_| false), Some(2));
+        assert_eq!(clock_hand(&mut tiers.clock, &state, |_| false), Some(3));
+        assert_eq!(clock_hand(&mut tiers.clock, &state, |_| false), Some(1));
+        assert_eq!(clock_hand(&mut tiers.clock, &state, |_| false), None);
+    }
+
+    #[test]
+    fn clock_passes_over_what_read_ahead_keeps_until_nothing_else_is_left() {
+        let (mut tiers, state) = tier(3);
+        let kept = |s: u64| s == 0 || s == 1;
+        assert_eq!(clock_hand(&mut tiers.clock, &state, kept), Some(2));
+        // Only kept segments remain: after two turns the one under the hand goes anyway (room
+        // must be made), and the other stays listed.
+        let victim = clock_hand(&mut tiers.clock, &state, kept).unwrap();
+        assert!(kept(victim));
+        assert_eq!(tiers.clock, [1 - victim]);
+    }
+
+    #[test]
+    fn clock_never_picks_a_pinned_segment_and_drops_stale_entries() {
+        let (mut tiers, mut state) = tier(3);
+        state.pins.push(0..2);
+        // 7 is not a full segment (evicted through another path): it leaves the list.
+        tiers.clock.push_front(7);
+        assert_eq!(clock_hand(&mut tiers.clock, &state, |_| false), Some(2));
+        assert_eq!(clock_hand(&mut tiers.clock, &state, |_| false), None);
+        let mut left: Vec<u64> = tiers.clock.iter().copied().collect();
+        left.sort_unstable();
+        assert_eq!(left, [0, 1]);
+        // Unpinned, the one under the hand goes.
+        state.pins.clear();
+        let under_hand = tiers.clock[0];
+        assert_eq!(
+            clock_hand(&mut tiers.clock, &state, |_| false),
+            Some(under_hand)
+        );
+    }
+
+    #[test]
+    fn clean_ahead_is_half_the_budget_capped_and_off_for_tiny_budgets() {
+        const SEG: usize = 64 * 1024;
+        assert_eq!(clean_ahead_depth(3 * SEG, SEG), 0);
+        assert_eq!(clean_ahead_depth(4 * SEG, SEG), 2);
+        assert_eq!(clean_ahead_depth(20 * SEG, SEG), 10);
+        assert_eq!(clean_ahead_depth(64 * SEG, SEG), CLEAN_AHEAD);
+        assert_eq!(clean_ahead_depth(1 << 30, SEG), CLEAN_AHEAD);
+    }
 }

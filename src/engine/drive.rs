@@ -93,3 +93,76 @@ impl Drive {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::atomic::AtomicBool as StdBool;
+    use std::sync::mpsc::{channel, Receiver};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Records each step's `need`; the first step waits for a message after it began.
+    struct Owner {
+        needs: std::sync::Mutex<Vec<u64>>,
+        hold: std::sync::Mutex<Receiver<()>>,
+        began: StdBool,
+    }
+
+    fn step(owner: &Owner, need: u64) {
+        if !owner.began.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            owner.hold.lock().unwrap().recv().unwrap();
+        }
+        owner.needs.lock().unwrap().push(need);
+    }
+
+    fn eventually(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "the thread did not get there in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_need_raised_while_the_thread_pulls_is_pulled_by_that_thread() {
+        let (tx, rx) = channel();
+        let owner = std::sync::Arc::new(Owner {
+            needs: std::sync::Mutex::new(Vec::new()),
+            hold: std::sync::Mutex::new(rx),
+            began: StdBool::new(false),
+        });
+        let weak = std::sync::Arc::downgrade(&owner);
+        let drive = Arc::new(Drive::new());
+        drive.request(&weak, 100, step).unwrap();
+        eventually(|| owner.began.load(std::sync::atomic::Ordering::SeqCst));
+        // The thread is pulling: a task that needs more leaves it to that thread.
+        drive.request(&weak, 250, step).unwrap();
+        drive.request(&weak, 200, step).unwrap();
+        tx.send(()).unwrap();
+        eventually(|| !drive.running.load(Ordering::SeqCst) && Arc::strong_count(&drive) == 1);
+        assert_eq!(*owner.needs.lock().unwrap(), [100, 250]);
+        // Idle, the next request starts a thread again.
+        drive.request(&weak, 300, step).unwrap();
+        eventually(|| owner.needs.lock().unwrap().len() == 3);
+        assert_eq!(owner.needs.lock().unwrap()[2], 300);
+    }
+
+    #[test]
+    fn the_thread_ends_without_a_step_once_the_owner_is_gone() {
+        let (_tx, rx) = channel();
+        let owner = std::sync::Arc::new(Owner {
+            needs: std::sync::Mutex::new(Vec::new()),
+            hold: std::sync::Mutex::new(rx),
+            began: StdBool::new(true),
+        });
+        let weak = std::sync::Arc::downgrade(&owner);
+        drop(owner);
+        let drive = Arc::new(Drive::new());
+        drive.request(&weak, 100, step).unwrap();
+        eventually(|| !drive.running.load(Ordering::SeqCst) && Arc::strong_count(&drive) == 1);
+    }
+}

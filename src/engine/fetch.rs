@@ -227,3 +227,97 @@ fn read_run(
     }
     (done, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::index::Index;
+
+    /// 16-byte segments: segment `s` holds `[16 s, 16 s + 16)`.
+    const SHIFT: u32 = 4;
+
+    fn state() -> State {
+        State::new(Index::new(SHIFT), Some(16 * 64), 1 << 20)
+    }
+
+    fn fill(state: &mut State, segment: u64) {
+        let start = segment << SHIFT;
+        state
+            .index
+            .insert_full(segment, start..start + 16, Bytes::from(vec![0; 16]), false);
+    }
+
+    fn fetching(state: &State, segments: Range<u64>) -> bool {
+        segments
+            .into_iter()
+            .all(|s| matches!(state.index.slot(s), Some(Slot::Fetching)))
+    }
+
+    #[test]
+    fn a_claim_takes_the_first_run_of_holes_and_stops_at_a_filled_segment() {
+        let mut st = state();
+        fill(&mut st, 3);
+        // [8, 100) spans segments 0..=6; 0, 1, 2 are holes, 3 is filled.
+        assert_eq!(claim(&mut st, SHIFT, (8, 100), 4, 16), Claim::Fetch(0..3));
+        assert!(fetching(&st, 0..3));
+        assert_eq!(st.fetches_in_flight, 1);
+        // The next reader of the same bytes skips what is claimed and takes the run after 3.
+        assert_eq!(claim(&mut st, SHIFT, (8, 100), 4, 16), Claim::Fetch(4..7));
+        assert_eq!(st.fetches_in_flight, 2);
+        // A third finds nothing left to claim, but others fetching: it waits for them.
+        assert_eq!(claim(&mut st, SHIFT, (8, 100), 4, 16), Claim::Wait);
+        assert_eq!(st.fetches_in_flight, 2);
+    }
+
+    #[test]
+    fn a_run_is_cut_at_max_run_and_the_rest_is_left_for_the_next_claim() {
+        let mut st = state();
+        assert_eq!(
+            claim(&mut st, SHIFT, (0, 16 * 10), 8, 4),
+            Claim::Fetch(0..4)
+        );
+        assert_eq!(
+            claim(&mut st, SHIFT, (0, 16 * 10), 8, 4),
+            Claim::Fetch(4..8)
+        );
+        assert_eq!(
+            claim(&mut st, SHIFT, (0, 16 * 10), 8, 4),
+            Claim::Fetch(8..10)
+        );
+        assert!(fetching(&st, 0..10));
+        assert!(matches!(st.index.slot(10), None | Some(Slot::Absent)));
+    }
+
+    #[test]
+    fn too_many_fetches_in_flight_waits_without_claiming() {
+        let mut st = state();
+        st.fetches_in_flight = 2;
+        assert_eq!(claim(&mut st, SHIFT, (0, 16), 2, 16), Claim::Wait);
+        assert!(!fetching(&st, 0..1));
+        assert_eq!(st.fetches_in_flight, 2);
+    }
+
+    #[test]
+    fn nothing_missing_asks_for_a_retry_and_an_abandoned_claim_is_a_hole_again() {
+        let mut st = state();
+        fill(&mut st, 0);
+        fill(&mut st, 1);
+        assert_eq!(claim(&mut st, SHIFT, (0, 32), 4, 16), Claim::Retry);
+        // A failed fetch gives its segments back: the next reader claims them again.
+        assert_eq!(claim(&mut st, SHIFT, (32, 64), 4, 16), Claim::Fetch(2..4));
+        st.index.abandon(2);
+        st.index.abandon(3);
+        st.fetches_in_flight -= 1;
+        assert_eq!(claim(&mut st, SHIFT, (32, 64), 4, 16), Claim::Fetch(2..4));
+    }
+
+    #[test]
+    fn the_last_byte_of_a_range_decides_its_last_segment() {
+        let mut st = state();
+        // [15, 17) touches segments 0 and 1; [16, 32) only 1.
+        assert_eq!(claim(&mut st, SHIFT, (16, 32), 4, 16), Claim::Fetch(1..2));
+        assert_eq!(claim(&mut st, SHIFT, (15, 17), 4, 16), Claim::Fetch(0..1));
+    }
+}

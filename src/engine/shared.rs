@@ -150,6 +150,21 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// A stream with nothing filled yet, over `index`; `len` if declared up front.
+    pub(crate) fn new(index: Index, len: Option<u64>, memory_budget: usize) -> Self {
+        State {
+            index,
+            len,
+            complete: false,
+            error: None,
+            fetches_in_flight: 0,
+            end_at_most: None,
+            window_start: 0,
+            marks: Marks::for_budget(memory_budget),
+            pins: Vec::new(),
+        }
+    }
+
     /// `end` clipped to the known length, or to where the stream is known to end at the latest.
     #[inline]
     pub(crate) fn clip(&self, end: u64) -> u64 {
@@ -364,17 +379,7 @@ impl Shared {
                 config.validators.clone(),
             ),
         };
-        let state = State {
-            index: Index::new(config.shift),
-            len,
-            complete: false,
-            error: None,
-            fetches_in_flight: 0,
-            end_at_most: None,
-            window_start: 0,
-            marks: Marks::for_budget(config.memory_budget),
-            pins: Vec::new(),
-        };
+        let state = State::new(Index::new(config.shift), len, config.memory_budget);
         Arc::new_cyclic(|me| Shared {
             config,
             state: IndexLock::new(state),
