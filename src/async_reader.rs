@@ -62,6 +62,7 @@ const CAPACITY: usize = 64 * 1024;
 /// # })?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct AsyncReader {
     buffer: StreamBuffer,
     /// Our hold, on a windowed stream: the next byte we will ask the buffer for.
@@ -299,6 +300,7 @@ impl fmt::Debug for AsyncReader {
 
 impl StreamBuffer {
     /// An async cursor at offset 0 (feature `tokio`); see [`AsyncReader`].
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn async_reader(&self) -> AsyncReader {
         AsyncReader::new(self.clone(), 0)
     }
@@ -311,6 +313,7 @@ impl StreamBuffer {
     }
 
     /// An async cursor at `offset` (feature `tokio`).
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn async_reader_at(&self, offset: u64) -> AsyncReader {
         AsyncReader::new(self.clone(), offset)
     }
@@ -340,6 +343,7 @@ impl StreamBuffer {
     /// # })?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn read_at_async(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let end = range_end(offset, buf.len())?;
         let shared = self.shared();

@@ -12,6 +12,7 @@ use tokio::io::AsyncWrite;
 
 use crate::writer::Writer;
 
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl AsyncWrite for Writer {
     fn poll_write(
         self: Pin<&mut Self>,

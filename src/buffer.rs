@@ -29,7 +29,7 @@ use crate::validators::Validators;
 ///
 /// Bytes are kept in fixed-size segments: in RAM up to the memory budget, then the coldest full
 /// segments move to an unnamed, sparse temp file that readers access through a memory map.
-/// See [`Builder`] for the settings.
+/// See [`Builder`](crate::Builder) for the settings.
 ///
 /// # Locking
 ///
@@ -216,7 +216,7 @@ impl StreamBuffer {
         Ok(reached.min(self.shared.clip(range.end)))
     }
 
-    /// The first byte still kept: 0 unless a live stream's [`window`](Builder::window) has
+    /// The first byte still kept: 0 unless a live stream's [`window`](crate::Builder::window) has
     /// moved past the start (bytes before it are gone, and reads there get
     /// [`Error::BehindWindow`](crate::Error::BehindWindow)). It only grows.
     pub fn window_start(&self) -> u64 {
@@ -285,7 +285,7 @@ impl StreamBuffer {
         Ok(total)
     }
 
-    /// The stream's length, if known: declared with [`Builder::len`], or reached.
+    /// The stream's length, if known: declared with [`Builder::len`](crate::Builder::len), or reached.
     pub fn len(&self) -> Option<u64> {
         self.shared.len()
     }
@@ -321,9 +321,9 @@ impl StreamBuffer {
 
     /// Starts filling `range` in the background and returns at once: pulls a stream up to its
     /// end, or fetches a range source's holes in it. Use [`wait_for`](StreamBuffer::wait_for)
-    /// to wait. A later `prefetch` (or, with [`Builder::read_ahead`], a later read) replaces
+    /// to wait. A later `prefetch` (or, with [`Builder::read_ahead`](crate::Builder::read_ahead), a later read) replaces
     /// the range the background worker is filling next. Like read-ahead, a prefetch reaches
-    /// only as far as the budgets can keep (see [`Builder::read_ahead`]).
+    /// only as far as the budgets can keep (see [`Builder::read_ahead`](crate::Builder::read_ahead)).
     ///
     /// # Examples
     ///

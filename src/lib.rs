@@ -86,6 +86,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "tokio")]
 mod async_reader;
@@ -116,12 +117,6 @@ pub use fanout::{
 };
 #[cfg(feature = "client")]
 pub use net::HttpSink;
-/// The `object_store` crate this crate was built with (feature `object-store`): name its types
-/// through here (`sparsebuf::object_store::path::Path`, its stores) so that they are the ones
-/// [`upload`], [`ObjectSink`] and [`ObjectSource`] take, whatever version the rest of a program
-/// uses.
-#[cfg(feature = "object-store")]
-pub use object_store;
 #[cfg(feature = "object-store")]
 pub use net::{
     upload, ObjectSink, ObjectSource, Upload, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
@@ -129,6 +124,13 @@ pub use net::{
 };
 #[cfg(feature = "server")]
 pub use net::{Running, Served, Server};
+/// The `object_store` crate this crate was built with (feature `object-store`): name its types
+/// through here (`sparsebuf::object_store::path::Path`, its stores) so that they are the ones
+/// [`upload`], [`ObjectSink`] and [`ObjectSource`] take, whatever version the rest of a program
+/// uses.
+#[cfg(feature = "object-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
+pub use object_store;
 pub use reader::Reader;
 pub use source::{RangeSource, SeekSource};
 pub use stats::Stats;

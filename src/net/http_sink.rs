@@ -37,6 +37,7 @@ use crate::net::http_errors::{io_error, status_error};
 /// consumer.join()?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub struct HttpSink {
     agent: Agent,
     url: String,

@@ -12,7 +12,9 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    GetOptions, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload,
+};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
@@ -22,12 +24,16 @@ use crate::source::RangeSource;
 use crate::validators::Validators;
 
 /// The smallest part S3 accepts for any part but the last (GCS and Azure accept it too).
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 pub const MIN_PART_SIZE: usize = 5 << 20;
 /// The largest part S3 accepts.
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 pub const MAX_PART_SIZE: u64 = 5 << 30;
 /// The default part size.
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
 /// The default number of parts uploading at once.
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
 
 /// The runtime the `object_store` futures run on.
@@ -95,6 +101,7 @@ fn io_error(error: object_store::Error) -> io::Error {
 /// assert_eq!(object.read_range(99_998..100_000)?, [42, 42]);
 /// # Ok::<(), std::io::Error>(())
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 pub struct ObjectSink {
     store: Arc<dyn ObjectStore>,
     path: Path,
@@ -359,6 +366,7 @@ impl fmt::Debug for ObjectSink {
 /// assert_eq!(up.finish()?, 10 << 20);
 /// # Ok::<(), std::io::Error>(())
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 pub fn upload(store: Arc<dyn ObjectStore>, path: Path) -> io::Result<Upload> {
     Ok(Upload {
         sink: ObjectSink::new(store, path),
@@ -369,6 +377,7 @@ pub fn upload(store: Arc<dyn ObjectStore>, path: Path) -> io::Result<Upload> {
 /// [`finish`](Upload::finish) completes the object. Dropped unfinished, it aborts: no object
 /// and no pending multipart upload are left.
 #[derive(Debug)]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 pub struct Upload {
     sink: ObjectSink,
 }
@@ -450,6 +459,7 @@ impl io::Write for Upload {
 /// must carry the same `ETag`. An object replaced under the buffer fails the read with an error
 /// of kind [`InvalidData`](io::ErrorKind::InvalidData) ("the object changed: ..."), never a
 /// buffer holding bytes of two versions; so does every later fetch.
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
 pub struct ObjectSource {
     store: Arc<dyn ObjectStore>,
     path: Path,

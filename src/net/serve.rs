@@ -103,6 +103,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// # }
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub struct Server {
     buffer: StreamBuffer,
     content_type: HeaderValue,
@@ -117,6 +118,7 @@ pub struct Server {
 /// What a [`Server`] has served so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub struct Served {
     /// Requests answered (their headers sent).
     pub requests: u64,
@@ -618,6 +620,7 @@ fn failed(error: &io::Error) -> Response<ServeBody> {
 
 /// A [`Server`] running on a thread of its own, from [`Server::start`]. Dropping it stops the
 /// server (as [`stop`](Running::stop) does, without waiting).
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub struct Running {
     local_addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,

@@ -69,6 +69,7 @@ impl Builder {
     /// # Errors
     ///
     /// `InvalidInput` for a URL that is not `http(s)`; the probe's failure after its retries.
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
     pub fn build_url(self, url: &str) -> io::Result<StreamBuffer> {
         let lower = url.to_ascii_lowercase();
         if !(lower.starts_with("http://") || lower.starts_with("https://")) {
