@@ -149,7 +149,7 @@ impl Spiller {
                     }
                     // The jobs at the front that follow each other, as one run.
                     while let Some(&next) = state.jobs.front() {
-                        let follows = run.last().map_or(true, |&last: &u64| last + 1 == next);
+                        let follows = run.last().is_none_or(|&last: &u64| last + 1 == next);
                         if !follows || run.len() == MAX_RUN {
                             break;
                         }
