@@ -33,6 +33,7 @@ OPTIONS:
                         (default: from the descriptor limit, `ulimit -n`)
     --quiet             print no progress (events such as source failures are still printed)
     -h, --help          this help
+    -V, --version       the version
 
     Sizes take K, M or G (powers of 1024): 64M, 1G.
 
@@ -74,6 +75,10 @@ struct Options {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-V" || a == "--version") {
+        println!("sparsebuf {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let options = match parse(&args) {
         Ok(Some(options)) => options,
         Ok(None) => {

@@ -36,6 +36,16 @@ fn help_lists_every_option_with_examples() {
     }
 }
 
+#[test]
+fn version_prints_the_package_version() {
+    for flag in ["--version", "-V"] {
+        let (code, out, err) = run(bin(), &[flag], LIMIT);
+        assert_eq!(code, Some(0), "{err}");
+        let expected = format!("sparsebuf {}\n", env!("CARGO_PKG_VERSION"));
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+}
+
 /// Exit code and stderr of a command that must fail without serving.
 fn fails(args: &[&str]) -> (Option<i32>, String) {
     let (code, out, err) = run(bin(), args, LIMIT);
