@@ -7,7 +7,7 @@
 //! window runs is printed after the group (the budgets must bound it).
 //!
 //! ```sh
-//! SPARSEBUF_BENCH_MIB=64 cargo bench --bench fanout -- --warm-up-time 1 --measurement-time 4
+//! SPARSEBUF_BENCH_MIB=64 cargo bench -p sparsebuf-benches --bench fanout -- --warm-up-time 1 --measurement-time 4
 //! ```
 
 mod support;

@@ -1,4 +1,4 @@
-//! Scaling and tail-latency harness (`harness = false`; run with `cargo bench --bench scaling`).
+//! Scaling and tail-latency harness (`harness = false`; run with `cargo bench -p sparsebuf-benches --bench scaling`).
 //!
 //! 1. Peak anonymous RSS (`RssAnon` of `/proc/self/status`) while streaming 512 MiB through a
 //!    5 MiB budget, measured first, before this process allocates anything large.

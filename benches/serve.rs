@@ -9,8 +9,8 @@
 //!   sync `read_at`, 64 KiB and 4 KiB at random offsets, side by side.
 //!
 //! ```sh
-//! cargo bench --features http --bench serve            # ~1 minute
-//! cargo bench --features http --bench serve -- --quick # a short run
+//! cargo bench -p sparsebuf-benches --features http --bench serve            # ~1 minute
+//! cargo bench -p sparsebuf-benches --features http --bench serve -- --quick # a short run
 //! ```
 
 use std::convert::Infallible;

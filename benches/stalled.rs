@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! ulimit -n 4096      # the harness holds both ends of 1000 connections
-//! cargo bench --features http --bench stalled
+//! cargo bench -p sparsebuf-benches --features http --bench stalled
 //! ```
 
 use std::io::{Read, Write};

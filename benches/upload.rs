@@ -10,7 +10,7 @@
 //! of streaming: memory follows the part size, not the object).
 //!
 //! ```sh
-//! cargo bench --features object-store --bench upload -- --warm-up-time 1 --measurement-time 10
+//! cargo bench -p sparsebuf-benches --features object-store --bench upload -- --warm-up-time 1 --measurement-time 10
 //! ```
 
 #[path = "../tests/common/moto.rs"]
