@@ -137,9 +137,10 @@ impl Ahead {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use std::sync::mpsc::{channel, Receiver, Sender};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::*;
+    use crate::sync::eventually;
 
     /// An owner that records each step; a step for a target starting at `HOLD` waits for a
     /// message first (so the test can send a new request while the worker is busy).
@@ -174,18 +175,6 @@ mod tests {
         (std::sync::Arc::new(owner), tx)
     }
 
-    /// Waits (at most 10 s) until `done` holds.
-    fn eventually(done: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(
-                Instant::now() < deadline,
-                "the worker did not get there in 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
     fn steps(owner: &Owner) -> Vec<(Range<u64>, u64)> {
         owner.steps.lock().unwrap().clone()
     }
@@ -196,7 +185,7 @@ mod tests {
         let ahead = Arc::new(Ahead::new());
         ahead.request(&std::sync::Arc::downgrade(&owner), 0..40, step);
         assert_eq!(ahead.protected(), 0..40);
-        eventually(|| steps(&owner).len() == 3);
+        eventually("the worker", || steps(&owner).len() == 3);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(steps(&owner), [(0..40, 1), (16..40, 1), (32..40, 1)]);
         ahead.close();
@@ -209,11 +198,13 @@ mod tests {
         let weak = std::sync::Arc::downgrade(&owner);
         ahead.request(&weak, HOLD..HOLD + 64, step);
         // The worker is inside its first step; a far seek asks for another target meanwhile.
-        eventually(|| owner.holding.load(std::sync::atomic::Ordering::SeqCst));
+        eventually("the worker", || {
+            owner.holding.load(std::sync::atomic::Ordering::SeqCst)
+        });
         ahead.request(&weak, 5000..5032, step);
         assert_eq!(ahead.requests(), 2);
         tx.send(()).unwrap();
-        eventually(|| steps(&owner).len() == 3);
+        eventually("the worker", || steps(&owner).len() == 3);
         std::thread::sleep(Duration::from_millis(20));
         // The old target's rest is never fetched.
         assert_eq!(
@@ -228,12 +219,16 @@ mod tests {
         let (owner, tx) = owner();
         let ahead = Arc::new(Ahead::new());
         ahead.request(&std::sync::Arc::downgrade(&owner), HOLD..HOLD + 64, step);
-        eventually(|| owner.holding.load(std::sync::atomic::Ordering::SeqCst));
+        eventually("the worker", || {
+            owner.holding.load(std::sync::atomic::Ordering::SeqCst)
+        });
         // The worker holds the owner during its step only: dropped now, it goes after it.
         let weak = std::sync::Arc::downgrade(&owner);
         drop(owner);
         tx.send(()).unwrap();
-        eventually(|| weak.strong_count() == 0 && Arc::strong_count(&ahead) == 1);
+        eventually("the worker", || {
+            weak.strong_count() == 0 && Arc::strong_count(&ahead) == 1
+        });
     }
 
     #[test]
@@ -241,9 +236,9 @@ mod tests {
         let (owner, _tx) = owner();
         let ahead = Arc::new(Ahead::new());
         ahead.request(&std::sync::Arc::downgrade(&owner), 0..16, step);
-        eventually(|| steps(&owner).len() == 1);
+        eventually("the worker", || steps(&owner).len() == 1);
         ahead.close();
-        eventually(|| Arc::strong_count(&ahead) == 1);
+        eventually("the worker", || Arc::strong_count(&ahead) == 1);
         assert_eq!(std::sync::Arc::strong_count(&owner), 1);
     }
 }

@@ -98,9 +98,9 @@ impl Drive {
 mod tests {
     use std::sync::atomic::AtomicBool as StdBool;
     use std::sync::mpsc::{channel, Receiver};
-    use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::sync::eventually;
 
     /// Records each step's `need`; the first step waits for a message after it began.
     struct Owner {
@@ -116,17 +116,6 @@ mod tests {
         owner.needs.lock().unwrap().push(need);
     }
 
-    fn eventually(done: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(
-                Instant::now() < deadline,
-                "the thread did not get there in 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
     #[test]
     fn a_need_raised_while_the_thread_pulls_is_pulled_by_that_thread() {
         let (tx, rx) = channel();
@@ -138,16 +127,20 @@ mod tests {
         let weak = std::sync::Arc::downgrade(&owner);
         let drive = Arc::new(Drive::new());
         drive.request(&weak, 100, step).unwrap();
-        eventually(|| owner.began.load(std::sync::atomic::Ordering::SeqCst));
+        eventually("the thread", || {
+            owner.began.load(std::sync::atomic::Ordering::SeqCst)
+        });
         // The thread is pulling: a task that needs more leaves it to that thread.
         drive.request(&weak, 250, step).unwrap();
         drive.request(&weak, 200, step).unwrap();
         tx.send(()).unwrap();
-        eventually(|| !drive.running.load(Ordering::SeqCst) && Arc::strong_count(&drive) == 1);
+        eventually("the thread", || {
+            !drive.running.load(Ordering::SeqCst) && Arc::strong_count(&drive) == 1
+        });
         assert_eq!(*owner.needs.lock().unwrap(), [100, 250]);
         // Idle, the next request starts a thread again.
         drive.request(&weak, 300, step).unwrap();
-        eventually(|| owner.needs.lock().unwrap().len() == 3);
+        eventually("the thread", || owner.needs.lock().unwrap().len() == 3);
         assert_eq!(owner.needs.lock().unwrap()[2], 300);
     }
 
@@ -163,6 +156,8 @@ mod tests {
         drop(owner);
         let drive = Arc::new(Drive::new());
         drive.request(&weak, 100, step).unwrap();
-        eventually(|| !drive.running.load(Ordering::SeqCst) && Arc::strong_count(&drive) == 1);
+        eventually("the thread", || {
+            !drive.running.load(Ordering::SeqCst) && Arc::strong_count(&drive) == 1
+        });
     }
 }

@@ -65,6 +65,20 @@ pub(crate) fn spawn_joinable<T: Send + 'static>(
     Ok(loom::thread::spawn(f))
 }
 
+/// For unit tests of background workers: waits, 1 ms at a time and at most 10 s, until `done`
+/// holds; panics naming `what` if it never does.
+#[cfg(all(test, not(loom)))]
+pub(crate) fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not get there in 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// The calling thread's id (a loom thread's, in a model).
 #[cfg(not(loom))]
 pub(crate) fn current_thread() -> ThreadId {

@@ -19,6 +19,7 @@ mod location;
 pub mod moto;
 #[cfg(any(feature = "client", feature = "server"))]
 pub mod nginx;
+mod random;
 pub mod tmpfs;
 #[cfg(any(feature = "client", feature = "server"))]
 pub mod upstream;
@@ -29,25 +30,8 @@ pub use faulty::{Fault, Faulty, ENOSPC};
 pub use generator::{byte_at, check_generated, mix, Generated};
 #[allow(unused_imports)]
 pub use location::expected_location;
-
-/// `len` bytes of the synthetic stream `seed`, as a model to compare against.
-pub fn data(len: usize, seed: u64) -> Vec<u8> {
-    (0..len as u64).map(|i| byte_at(seed, i)).collect()
-}
-
-/// A small PRNG for tests that pick random offsets.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = mix(self.0);
-        self.0
-    }
-    /// Uniform-ish in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[allow(unused_imports)]
+pub use random::{data, Rng};
 
 /// `data` cut into chunks whose sizes cycle through `sizes`.
 pub fn chunked(data: &[u8], sizes: &[usize]) -> Vec<io::Result<Vec<u8>>> {

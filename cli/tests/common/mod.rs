@@ -9,26 +9,12 @@ pub mod curl;
 mod generator;
 #[path = "../../../tests/common/nginx.rs"]
 pub mod nginx;
+#[path = "../../../tests/common/random.rs"]
+mod random;
 #[path = "../../../tests/common/upstream.rs"]
 pub mod upstream;
 
+#[allow(unused_imports)]
 pub use generator::{byte_at, mix};
-
-/// `len` bytes of the synthetic stream `seed`, as a model to compare against.
-pub fn data(len: usize, seed: u64) -> Vec<u8> {
-    (0..len as u64).map(|i| byte_at(seed, i)).collect()
-}
-
-/// A small PRNG for tests that pick random offsets.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = mix(self.0);
-        self.0
-    }
-    /// Uniform-ish in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[allow(unused_imports)] // each test file uses a different part of the helpers
+pub use random::{data, Rng};
