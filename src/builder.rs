@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use crate::buffer::StreamBuffer;
 use crate::engine::pull::Puller;
 use crate::engine::settings::{
-    Config, DEFAULT_MAX_FETCHES, DEFAULT_MEMORY_BUDGET, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE,
-    MIN_SEGMENT_SIZE,
+    Config, DEFAULT_MAX_FETCHES, DEFAULT_MAX_REQUEST, DEFAULT_MEMORY_BUDGET,
+    DEFAULT_REQUESTS_IN_FLIGHT, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
 };
 use crate::engine::shared::{Filler, Ranged};
+use crate::engine::streams::Limits;
 use crate::error::invalid_input;
 use crate::source::{ChunkSource, Fill, RangeSource, ReadSource};
 use crate::store::spill::SpillStorage;
@@ -52,6 +53,8 @@ pub struct Builder {
     read_ahead: u64,
     window: Option<u64>,
     max_fetches: usize,
+    max_request: u64,
+    requests_in_flight: usize,
     storage: Option<std::sync::Arc<dyn SpillStorage>>,
     validators: Validators,
 }
@@ -67,6 +70,8 @@ impl Default for Builder {
             read_ahead: 0,
             window: None,
             max_fetches: DEFAULT_MAX_FETCHES,
+            max_request: DEFAULT_MAX_REQUEST,
+            requests_in_flight: DEFAULT_REQUESTS_IN_FLIGHT,
             storage: None,
             validators: Validators::default(),
         }
@@ -81,6 +86,8 @@ impl fmt::Debug for Builder {
             .field("spill_dir", &self.spill_dir)
             .field("len", &self.len)
             .field("max_fetches", &self.max_fetches)
+            .field("max_request", &self.max_request)
+            .field("requests_in_flight", &self.requests_in_flight)
             .field("disk_budget", &self.disk_budget)
             .field("read_ahead", &self.read_ahead)
             .field("window", &self.window)
@@ -289,6 +296,32 @@ impl Builder {
         self
     }
 
+    /// For [`build_ranged`](Builder::build_ranged) over a source that streams (see
+    /// [`RangeSource::open_at`]): the largest request. Default 16 MiB.
+    ///
+    /// A read that does not continue an earlier request opens one for the segments it needs
+    /// (scattered reads fetch no more than that); a request that starts where the previous one
+    /// ended is twice as large as it, up to this size, so a sequential reader's requests grow
+    /// from one run to 16 MiB in a few steps. `u64::MAX`: sequential requests become
+    /// open-ended (`bytes=X-`), kept open as long as reads follow them. Either way a response
+    /// is read only as fast as reads (and read-ahead) need it, so the budgets hold whatever
+    /// its size.
+    pub fn max_request(mut self, bytes: u64) -> Self {
+        self.max_request = bytes;
+        self
+    }
+
+    /// For [`build_ranged`](Builder::build_ranged) over a source that streams: how many
+    /// responses may be open at once. Default 4.
+    ///
+    /// Once requests have followed each other twice, the next one is opened while the current
+    /// one is still being read (if fewer than this many are open), so a link with latency
+    /// stays busy between requests. Responses that nobody reads for 10 s are closed.
+    pub fn requests_in_flight(mut self, requests: usize) -> Self {
+        self.requests_in_flight = requests;
+        self
+    }
+
     /// Spill to `storage` instead of a temp file in [`spill_dir`](Builder::spill_dir).
     pub fn spill_storage(mut self, storage: impl SpillStorage) -> Self {
         self.storage = Some(std::sync::Arc::new(storage));
@@ -341,12 +374,26 @@ impl Builder {
     /// # Errors
     ///
     /// As for [`build`](Builder::build), and [`io::ErrorKind::InvalidInput`] for
-    /// `max_fetches(0)`.
+    /// `max_fetches(0)`, `requests_in_flight(0)` or a `max_request` below one segment.
     pub fn build_ranged(self, source: impl RangeSource) -> io::Result<StreamBuffer> {
         if self.max_fetches == 0 {
             return Err(invalid_input("max_fetches must be at least 1"));
         }
-        let ranged = Ranged::new(Box::new(source), self.max_fetches);
+        if self.requests_in_flight == 0 {
+            return Err(invalid_input("requests_in_flight must be at least 1"));
+        }
+        if self.max_request < self.segment_size as u64 {
+            return Err(invalid_input(format!(
+                "max_request ({}) must be at least one segment ({})",
+                self.max_request, self.segment_size
+            )));
+        }
+        let limits = Limits {
+            max_request: self.max_request,
+            in_flight: self.requests_in_flight,
+            segment_size: self.segment_size as u64,
+        };
+        let ranged = Ranged::new(std::sync::Arc::new(source), self.max_fetches, limits);
         let storage = self.storage.clone();
         Ok(StreamBuffer::from_parts(
             self.config()?,

@@ -81,15 +81,29 @@ where
 pub(crate) fn call(
     offset: u64,
     len: usize,
-    mut read: impl FnMut() -> io::Result<usize>,
+    read: impl FnMut() -> io::Result<usize>,
 ) -> Result<usize, Error> {
-    loop {
-        let error = match catch_unwind(AssertUnwindSafe(&mut read)) {
-            Ok(Ok(n)) if n <= len => return Ok(n),
-            Ok(Ok(n)) => io::Error::new(
+    match call_with(offset, read)? {
+        n if n <= len => Ok(n),
+        n => Err(Error::Source {
+            offset,
+            error: Arc::new(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("source claimed {n} bytes read into a {len}-byte buffer"),
-            ),
+            )),
+        }),
+    }
+}
+
+/// Calls a source about `offset`: retries `Interrupted`, and turns errors and panics into
+/// [`Error`]s.
+pub(crate) fn call_with<T>(
+    offset: u64,
+    mut call: impl FnMut() -> io::Result<T>,
+) -> Result<T, Error> {
+    loop {
+        let error = match catch_unwind(AssertUnwindSafe(&mut call)) {
+            Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
             Ok(Err(e)) => e,
             Err(payload) => {
@@ -159,6 +173,30 @@ pub trait RangeSource: Send + Sync + 'static {
         }
     }
 
+    /// Opens a forward stream of the bytes from `offset`: `len` of them, or (`None`) up to the
+    /// end. Over a network this is one response read as it arrives (a `GET` with
+    /// `Range: bytes=offset-`), so a buffer reading sequentially pays one round trip per
+    /// response instead of one per fetch.
+    ///
+    /// The buffer publishes each segment as soon as its bytes came out of the stream, keeps the
+    /// stream open while reads stay ahead of it (the next fetch that starts where it is goes on
+    /// reading it), and drops it when it runs into bytes already filled, when it is not read for
+    /// a while, or on an error. The stream must give exactly the bytes `read_at` would; it may
+    /// end early only at the end of the data (the buffer never reads past `len`).
+    ///
+    /// `Ok(None)`, the default: the source has no streams of its own, and each fetch is one
+    /// [`read_vectored_at`](RangeSource::read_vectored_at) of the missing run, as before. A file
+    /// answers with a descriptor of its own read with `pread`; URL sources and
+    /// [`ObjectSource`](crate::ObjectSource) with one streamed response.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_at`](RangeSource::read_at): the fetch that opened the stream fails with it.
+    fn open_at(&self, offset: u64, len: Option<u64>) -> io::Result<Option<Box<dyn Read + Send>>> {
+        let _ = (offset, len);
+        Ok(None)
+    }
+
     /// The total length, if the source knows it. `None` means "found out when `read_at`
     /// returns 0".
     fn len(&self) -> Option<u64>;
@@ -189,6 +227,17 @@ impl RangeSource for std::fs::File {
         Ok(rustix::io::preadv(self, &mut slices, offset)?)
     }
 
+    /// A descriptor of its own (`dup`), read from `offset` with `pread`.
+    fn open_at(&self, offset: u64, len: Option<u64>) -> io::Result<Option<Box<dyn Read + Send>>> {
+        let file = self.try_clone()?;
+        let end = len.map_or(u64::MAX, |len| offset.saturating_add(len));
+        Ok(Some(Box::new(FileStream {
+            file,
+            pos: offset,
+            end,
+        })))
+    }
+
     fn len(&self) -> Option<u64> {
         self.metadata().ok().map(|m| m.len())
     }
@@ -197,6 +246,40 @@ impl RangeSource for std::fs::File {
         self.metadata()
             .map(|m| Validators::of_file(&m))
             .unwrap_or_default()
+    }
+}
+
+/// A file's stream: `pread`s from `pos`, up to `end`, on a descriptor of its own (no shared
+/// file offset to race over).
+struct FileStream {
+    file: std::fs::File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for FileStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_vectored(&mut [io::IoSliceMut::new(buf)])
+    }
+
+    /// One `preadv`, cut at `end`.
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        let mut room = self.end.saturating_sub(self.pos);
+        let mut slices: Vec<io::IoSliceMut<'_>> = Vec::with_capacity(bufs.len());
+        for buf in bufs.iter_mut() {
+            if room == 0 {
+                break;
+            }
+            let take = (buf.len() as u64).min(room) as usize;
+            room -= take as u64;
+            slices.push(io::IoSliceMut::new(&mut buf[..take]));
+        }
+        if slices.iter().all(|s| s.is_empty()) {
+            return Ok(0);
+        }
+        let n = rustix::io::preadv(&self.file, &mut slices, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 

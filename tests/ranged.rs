@@ -26,19 +26,51 @@ struct Probe {
     max_running: AtomicUsize,
     /// Calls left to fail (with `ConnectionReset`); `usize::MAX` panics instead, once.
     fail_next: AtomicUsize,
+    /// Answer `open_at` with streams that give the model in pieces of 1 to this many bytes
+    /// (seeded by the offset); `None`: no streams.
+    streams: Option<u64>,
+    shared: Arc<Vec<u8>>,
 }
 
 impl Probe {
     fn new(data: Vec<u8>) -> Self {
         Probe {
-            data,
             hide_len: false,
             delay: Duration::ZERO,
             calls: Mutex::new(HashMap::new()),
             running: AtomicUsize::new(0),
             max_running: AtomicUsize::new(0),
             fail_next: AtomicUsize::new(0),
+            streams: None,
+            shared: Arc::new(data.clone()),
+            data,
         }
+    }
+}
+
+/// A stream of a [`Probe`]: the model from `pos` to `end`, in uneven pieces.
+struct ProbeStream {
+    data: Arc<Vec<u8>>,
+    pos: u64,
+    end: u64,
+    rng: Rng,
+    piece: u64,
+}
+
+impl Read for ProbeStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let end = self.end.min(self.data.len() as u64);
+        let left = end.saturating_sub(self.pos);
+        let n = (buf.len() as u64)
+            .min(left)
+            .min(1 + self.rng.below(self.piece)) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let at = self.pos as usize;
+        buf[..n].copy_from_slice(&self.data[at..at + n]);
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -72,6 +104,20 @@ impl RangeSource for Probe {
         };
         self.running.fetch_sub(1, Ordering::SeqCst);
         result
+    }
+
+    fn open_at(&self, offset: u64, len: Option<u64>) -> io::Result<Option<Box<dyn Read + Send>>> {
+        let Some(piece) = self.streams else {
+            return Ok(None);
+        };
+        *self.calls.lock().unwrap().entry(offset).or_default() += 1;
+        Ok(Some(Box::new(ProbeStream {
+            data: self.shared.clone(),
+            pos: offset,
+            end: len.map_or(u64::MAX, |len| offset.saturating_add(len)),
+            rng: Rng(offset ^ piece),
+            piece,
+        })))
     }
 
     fn len(&self) -> Option<u64> {
@@ -343,20 +389,28 @@ proptest! {
     /// Random reads with holes, tiny segments and budgets: exact bytes, no byte fetched twice.
     #[test]
     fn ranged_reads_match_the_model(
-        (len, seed, shift, budget, fetches, hide, disk, ops) in (0u64..400_000).prop_flat_map(|len| (
+        (len, seed, shift, budget, fetches, hide, disk, streams, ops) in (0u64..400_000).prop_flat_map(|len| (
             Just(len), any::<u64>(), 8u32..=14, 0usize..4, 1usize..4, any::<bool>(),
             prop::option::of(0u64..6),
+            // Streams: pieces of up to this many bytes, requests of up to this many segments
+            // (0: open-ended), this many in flight.
+            prop::option::of((1u64..5000, 0u64..6, 1usize..4)),
             prop::collection::vec(op(len), 1..20),
         ))
     ) {
         let model = data(len as usize, seed);
         let mut probe = Probe::new(model.clone());
         probe.hide_len = hide;
+        probe.streams = streams.map(|(piece, _, _)| piece);
         let segment = 1usize << shift;
         let mut builder = StreamBuffer::builder()
             .segment_size(segment)
             .memory_budget(budget * segment)
             .max_fetches(fetches);
+        if let Some((_, request, in_flight)) = streams {
+            let max = if request == 0 { u64::MAX } else { request * segment as u64 };
+            builder = builder.max_request(max).requests_in_flight(in_flight);
+        }
         if let Some(disk) = disk {
             builder = builder.disk_budget(disk * segment as u64);
         }

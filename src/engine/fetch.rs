@@ -1,15 +1,19 @@
 //! Gap-driven filling from a [`RangeSource`]: a read that meets a hole claims the missing
 //! segments (so no other reader fetches them too), fetches them without any index lock, and
 //! publishes each as it arrives. Readers that need a segment someone else is fetching wait for
-//! its publish.
+//! its publish. A source that streams is read from a response kept open between fetches (see
+//! `streams.rs`, which sizes new requests); any other with one vectored read per run.
 
-use std::io;
+use std::io::{self, Read};
 use std::ops::Range;
+use std::time::Instant;
 
-use crate::engine::shared::{Ranged, Shared, State};
+use crate::engine::shared::{Ranged, Shared, SourceStream, State};
+use crate::engine::streams::{Open, Streams, Take, Ticket};
 use crate::error::Error;
-use crate::source::{call, RangeSource};
+use crate::source::{call, call_with, RangeSource};
 use crate::store::slots::Slot;
+use crate::sync::Arc;
 
 /// The most segments one fetch claims: a long read becomes several fetches, which can run in
 /// parallel and publish early.
@@ -74,127 +78,386 @@ pub(crate) fn claim(
     }
 }
 
-/// Fetches the claimed `segments` with one vectored read of the run (one request, for a source
-/// whose requests are costly), publishing each; gives back what it could not fetch. The error,
-/// if any, goes to this reader only: the segments it left become holes again and the next read
-/// that needs them asks the source again (the segments read before it are published). Returns
-/// the first segment's bytes, so the reader that fetched them can copy them even if they are
-/// evicted right after publishing.
+/// Fetches the claimed `segments`, publishing each as its bytes arrive; gives back what it could
+/// not fetch. A source with streams (see [`RangeSource::open_at`]) is read from a response kept
+/// open between fetches (or a new one, sized by `streams.rs`); any other with one vectored read
+/// of the run (one request, for a source whose requests are costly). The error, if any, goes to
+/// this reader only: the segments it left become holes again and the next read that needs them
+/// asks the source again (the segments read before it are published). Returns the first
+/// segment's bytes, so the reader that fetched them can copy them even if they are evicted
+/// right after publishing.
 pub(crate) fn fetch(
     shared: &Shared,
     ranged: &Ranged,
     segments: Range<u64>,
     ahead: bool,
 ) -> io::Result<Option<bytes::Bytes>> {
-    let shift = shared.config.shift;
-    let size = shared.config.segment_size as u64;
-    let known_len = shared.state.read().len;
-    let run_start = segments.start << shift;
-    // What each segment should hold: a whole segment, less at a known end.
-    let wants: Vec<usize> = segments
-        .clone()
-        .map(|segment| {
-            let start = segment << shift;
-            known_len.map_or(size, |len| len.saturating_sub(start).min(size)) as usize
-        })
-        .collect();
-    let fetched = wants.iter().take_while(|&&w| w > 0).count();
-    let mut bufs: Vec<_> = {
-        let mut tiers = shared.tiers.lock();
-        wants[..fetched].iter().map(|_| tiers.take(false)).collect()
+    let plan = Plan::new(shared, segments);
+    let mut progress = Progress {
+        result: Ok(()),
+        ended: false,
+        first: None,
     };
-    let (mut got, mut result) = {
-        let mut dsts: Vec<&mut [u8]> = bufs
-            .iter_mut()
-            .zip(&wants)
-            .map(|(buf, &want)| &mut buf[..want])
-            .collect();
-        match read_run(&*ranged.source, run_start, &mut dsts) {
-            (n, None) => (n, Ok(())),
-            (n, Some(error)) => (n, Err(io::Error::from(error))),
-        }
-    };
-    let mut ended = false;
-    let mut first = None;
-    let mut bufs = bufs.into_iter();
-    for (i, segment) in segments.clone().enumerate() {
-        let start = segment << shift;
-        let want = wants[i];
-        let buf = if i < fetched { bufs.next() } else { None };
-        let n = got.min(want);
-        got -= n;
-        let Some(mut buf) = buf.filter(|_| !ended && (n == want || result.is_ok())) else {
-            // Past the end, after the end or an error: nothing to publish.
-            if i < fetched {
-                shared.tiers.lock().forget();
-            }
-            shared.state.write().index.abandon(segment);
-            continue;
-        };
-        if n < want && known_len.is_some() {
-            shared.tiers.lock().forget();
-            shared.state.write().index.abandon(segment);
-            let declared = known_len.unwrap_or(0);
-            result = Err(Error::EndedEarly {
-                declared,
-                actual: start + n as u64,
-            }
-            .into());
-            ended = true;
-            continue;
-        }
-        ended = n < want;
-        buf.truncate(n);
-        let end = start + n as u64;
-        let data = buf.freeze();
-        if segment == segments.start && n > 0 {
-            first = Some(data.clone());
-        }
-        {
-            let mut state = shared.state.write();
-            if state.index.insert_full(segment, start..end, data, ahead) {
-                shared
-                    .refetched_bytes
-                    .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
-            }
-            if ended {
-                // Bytes up to `end` and nothing after: the end, exactly. Nothing at all at
-                // `start`: the end is at `start` or before.
-                state.found_end(end, n > 0);
-            }
-            state.settle_end();
-        }
-        // Within budget after every segment: RAM never holds more than one run of unpublished
-        // buffers per fetch in flight beyond the budget.
-        let mut tiers = shared.tiers.lock();
-        if n > 0 {
-            tiers.admit(segment);
-        } else {
-            tiers.forget();
-        }
-        // A range source evicts to make room: it never has to wait.
-        let _ = tiers.enforce_budget(shared, false, false);
-        drop(tiers);
-        shared
-            .source_bytes
-            .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
-        if ahead {
-            shared
-                .read_ahead_bytes
-                .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
-        }
-        shared.publish.notify();
+    if plan.fetched == 0 || ranged.no_streams.load(crate::sync::Ordering::Relaxed) {
+        fetch_run(shared, ranged, &plan, ahead, &mut progress);
+    } else {
+        fetch_streamed(shared, ranged, &plan, ahead, &mut progress);
     }
     shared.state.write().fetches_in_flight -= 1;
     shared.publish.notify();
-    if let Some(error) = result
+    if let Some(error) = progress
+        .result
         .as_ref()
         .err()
         .and_then(|e| e.get_ref()?.downcast_ref::<Error>())
     {
         shared.log_source_failure(error);
     }
-    result.map(|()| first)
+    progress.result.map(|()| progress.first)
+}
+
+/// What a fetch of a run of segments should bring.
+struct Plan {
+    segments: Range<u64>,
+    shift: u32,
+    known_len: Option<u64>,
+    /// What each segment should hold: a whole segment, less at a known end.
+    wants: Vec<usize>,
+    /// How many segments have anything to fetch (those past a known end have not).
+    fetched: usize,
+}
+
+impl Plan {
+    fn new(shared: &Shared, segments: Range<u64>) -> Plan {
+        let shift = shared.config.shift;
+        let size = shared.config.segment_size as u64;
+        let known_len = shared.state.read().len;
+        let wants: Vec<usize> = segments
+            .clone()
+            .map(|segment| {
+                let start = segment << shift;
+                known_len.map_or(size, |len| len.saturating_sub(start).min(size)) as usize
+            })
+            .collect();
+        let fetched = wants.iter().take_while(|&&w| w > 0).count();
+        Plan {
+            segments,
+            shift,
+            known_len,
+            wants,
+            fetched,
+        }
+    }
+
+    fn start(&self) -> u64 {
+        self.segments.start << self.shift
+    }
+
+    /// The bytes of the segments to fetch.
+    fn total(&self) -> u64 {
+        self.wants[..self.fetched].iter().map(|&w| w as u64).sum()
+    }
+}
+
+/// How a fetch is going: its error, whether the source ended, and its first segment's bytes.
+struct Progress {
+    result: io::Result<()>,
+    ended: bool,
+    first: Option<bytes::Bytes>,
+}
+
+/// The run with one vectored read, then each segment published.
+fn fetch_run(shared: &Shared, ranged: &Ranged, plan: &Plan, ahead: bool, progress: &mut Progress) {
+    let mut bufs: Vec<_> = {
+        let mut tiers = shared.tiers.lock();
+        plan.wants[..plan.fetched]
+            .iter()
+            .map(|_| tiers.take(false))
+            .collect()
+    };
+    let mut got = {
+        let mut dsts: Vec<&mut [u8]> = bufs
+            .iter_mut()
+            .zip(&plan.wants)
+            .map(|(buf, &want)| &mut buf[..want])
+            .collect();
+        let (n, error) = read_run(&*ranged.source, plan.start(), &mut dsts);
+        if let Some(error) = error {
+            progress.result = Err(io::Error::from(error));
+        }
+        n
+    };
+    let mut bufs = bufs.into_iter();
+    for (i, segment) in plan.segments.clone().enumerate() {
+        let n = got.min(plan.wants[i]);
+        got -= n;
+        let buf = if i < plan.fetched { bufs.next() } else { None };
+        publish_segment(shared, plan, i, segment, buf, n, ahead, progress);
+    }
+}
+
+/// The run from a stream, segment by segment: each is published as soon as its bytes came out
+/// of the response, and the response is kept for the next fetch where this one stops. A source
+/// that turns out to have no streams is read as one run.
+fn fetch_streamed(
+    shared: &Shared,
+    ranged: &Ranged,
+    plan: &Plan,
+    ahead: bool,
+    progress: &mut Progress,
+) {
+    let run_end = plan.start().saturating_add(plan.total());
+    let mut stream = match take_stream(shared, ranged, plan.start(), plan.total()) {
+        Ok(Some(open)) => Some(open),
+        Ok(None) => return fetch_run(shared, ranged, plan, ahead, progress),
+        Err(error) => {
+            progress.result = Err(error.into());
+            None
+        }
+    };
+    for (i, segment) in plan.segments.clone().enumerate() {
+        if i >= plan.fetched || progress.ended || progress.result.is_err() {
+            publish_segment(shared, plan, i, segment, None, 0, ahead, progress);
+            continue;
+        }
+        let (want, start) = (plan.wants[i], segment << plan.shift);
+        let mut buf = shared.tiers.lock().take(false);
+        let mut n = 0;
+        while n < want {
+            let pos = start + n as u64;
+            let mut open = match stream.take() {
+                Some(open) if open.pos < open.end => open,
+                used_up => {
+                    // Its request is read to its end: the next one goes on from there.
+                    if let Some(open) = used_up {
+                        retire(ranged, open, false);
+                    }
+                    match take_stream(shared, ranged, pos, run_end - pos) {
+                        Ok(Some(open)) => open,
+                        Ok(None) => {
+                            progress.result = Err(Error::Source {
+                                offset: pos,
+                                error: Arc::new(io::Error::other(
+                                    "the source stopped opening streams in the middle of a fetch",
+                                )),
+                            }
+                            .into());
+                            break;
+                        }
+                        Err(error) => {
+                            progress.result = Err(error.into());
+                            break;
+                        }
+                    }
+                }
+            };
+            let room = (want - n).min(open.end.saturating_sub(open.pos) as usize);
+            let dst = &mut buf[n..n + room];
+            match call(pos, room, || open.reader.read(dst)) {
+                Ok(0) => {
+                    // The response ended before its request did: the end of the data.
+                    retire(ranged, open, false);
+                    break;
+                }
+                Ok(k) => {
+                    n += k;
+                    open.pos += k as u64;
+                    stream = Some(open);
+                }
+                Err(error) => {
+                    retire(ranged, open, false);
+                    progress.result = Err(error.into());
+                    break;
+                }
+            }
+        }
+        publish_segment(shared, plan, i, segment, Some(buf), n, ahead, progress);
+    }
+    if let Some(open) = stream {
+        // Kept for the next fetch at its position, unless the source ended, or the bytes there
+        // are filled already or being fetched by a reader that does not wait for this stream.
+        let next = open.pos >> plan.shift;
+        let aligned = open.pos & ((1 << plan.shift) - 1) == 0;
+        let taken = aligned
+            && !matches!(
+                shared.state.read().index.slot(next),
+                None | Some(Slot::Absent)
+            );
+        let wanted = !taken || ranged.streams.waited_at(open.pos);
+        let keep = progress.result.is_ok() && !progress.ended && wanted;
+        retire(ranged, open, keep);
+    }
+}
+
+/// A stream at `pos` for a run of `run` bytes: an open one, or a new request. `None`: the
+/// source has no streams.
+fn take_stream(
+    shared: &Shared,
+    ranged: &Ranged,
+    pos: u64,
+    run: u64,
+) -> Result<Option<Open<SourceStream>>, Error> {
+    let shift = shared.config.shift;
+    let stale = |at: u64| {
+        let state = shared.state.read();
+        at & ((1 << shift) - 1) == 0
+            && !matches!(
+                state.index.slot(at >> shift),
+                None | Some(Slot::Absent | Slot::Fetching)
+            )
+    };
+    let (taken, dropped, successor) = ranged.streams.take(pos, run, Instant::now(), stale);
+    drop(dropped);
+    if let Some(ticket) = successor {
+        open_ahead(ranged, ticket);
+    }
+    let ticket = match taken {
+        Take::Stream(open) => return Ok(Some(open)),
+        Take::Open(ticket) => ticket,
+    };
+    let id = ticket.id();
+    match call_with(pos, || ranged.source.open_at(ticket.at, ticket.len)) {
+        Ok(Some(reader)) => Ok(Some(ticket.opened(reader))),
+        Ok(None) => {
+            ranged
+                .no_streams
+                .store(true, crate::sync::Ordering::Relaxed);
+            ranged.streams.forget(id);
+            Ok(None)
+        }
+        Err(error) => {
+            ranged.streams.forget(id);
+            Err(error)
+        }
+    }
+}
+
+/// Opens the successor of a sequential chain on a thread of its own, and leaves it for the
+/// fetch that comes to its position.
+fn open_ahead(ranged: &Ranged, ticket: Ticket) {
+    let (source, streams) = (ranged.source.clone(), ranged.streams.clone());
+    let id = ticket.id();
+    let run = move || {
+        let opened = call_with(ticket.at, || source.open_at(ticket.at, ticket.len));
+        match opened {
+            Ok(Some(reader)) => {
+                let (dropped, reaper) = streams.give_back(ticket.opened(reader), Instant::now());
+                drop(dropped);
+                if reaper {
+                    start_reaper(&streams);
+                }
+            }
+            // A failed open is not an error of any read: the fetch that comes here opens its
+            // own and meets the error, if it lasts.
+            _ => streams.forget(id),
+        }
+    };
+    if crate::sync::spawn("sparsebuf-open", run).is_err() {
+        ranged.streams.forget(id);
+    }
+}
+
+/// Done with a stream: kept for the next fetch at its position (`keep`), or dropped (its
+/// connection closed).
+fn retire(ranged: &Ranged, open: Open<SourceStream>, keep: bool) {
+    if !keep {
+        ranged.streams.forget(open.id());
+        drop(open);
+        return;
+    }
+    let (dropped, reaper) = ranged.streams.give_back(open, Instant::now());
+    drop(dropped);
+    if reaper {
+        start_reaper(&ranged.streams);
+    }
+}
+
+/// A thread that closes the responses nobody read for a while (see `Streams::start_reaper`).
+fn start_reaper(streams: &Arc<Streams<SourceStream>>) {
+    #[cfg(not(loom))]
+    streams.start_reaper();
+    #[cfg(loom)]
+    let _ = streams;
+}
+
+/// Publishes segment `i` of the run (`segment`) with the `n` bytes fetched into `buf`, or gives
+/// it back as a hole: past the end, after the end or an error, or short of a known end (which
+/// is an error).
+#[allow(clippy::too_many_arguments)]
+fn publish_segment(
+    shared: &Shared,
+    plan: &Plan,
+    i: usize,
+    segment: u64,
+    buf: Option<bytes::BytesMut>,
+    n: usize,
+    ahead: bool,
+    progress: &mut Progress,
+) {
+    let start = segment << plan.shift;
+    let want = plan.wants[i];
+    let taken = buf.is_some();
+    let Some(mut buf) = buf.filter(|_| !progress.ended && (n == want || progress.result.is_ok()))
+    else {
+        if taken {
+            shared.tiers.lock().forget();
+        }
+        shared.state.write().index.abandon(segment);
+        return;
+    };
+    if n < want && plan.known_len.is_some() {
+        shared.tiers.lock().forget();
+        shared.state.write().index.abandon(segment);
+        let declared = plan.known_len.unwrap_or(0);
+        progress.result = Err(Error::EndedEarly {
+            declared,
+            actual: start + n as u64,
+        }
+        .into());
+        progress.ended = true;
+        return;
+    }
+    progress.ended = n < want;
+    buf.truncate(n);
+    let end = start + n as u64;
+    let data = buf.freeze();
+    if segment == plan.segments.start && n > 0 {
+        progress.first = Some(data.clone());
+    }
+    {
+        let mut state = shared.state.write();
+        if state.index.insert_full(segment, start..end, data, ahead) {
+            shared
+                .refetched_bytes
+                .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
+        }
+        if progress.ended {
+            // Bytes up to `end` and nothing after: the end, exactly. Nothing at all at
+            // `start`: the end is at `start` or before.
+            state.found_end(end, n > 0);
+        }
+        state.settle_end();
+    }
+    // Within budget after every segment: RAM never holds more than one run of unpublished
+    // buffers per fetch in flight beyond the budget.
+    let mut tiers = shared.tiers.lock();
+    if n > 0 {
+        tiers.admit(segment);
+    } else {
+        tiers.forget();
+    }
+    // A range source evicts to make room: it never has to wait.
+    let _ = tiers.enforce_budget(shared, false, false);
+    drop(tiers);
+    shared
+        .source_bytes
+        .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
+    if ahead {
+        shared
+            .read_ahead_bytes
+            .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
+    }
+    shared.publish.notify();
 }
 
 /// Reads `dsts` in full at `offset`, as one run, unless the source ends or fails first; returns

@@ -9,7 +9,8 @@
 //!    read-ahead requests). `poll.rs`: the read path that never blocks (async cursors), and the
 //!    pulling thread's step.
 //! 4. `append.rs`: the appender every producer writes through. `pull.rs`: the pull driver and
-//!    the writer role. `fetch.rs`: range-source fetches.
+//!    the writer role. `fetch.rs`: range-source fetches. `streams.rs`: the source's responses
+//!    kept open between fetches, and the size of new requests.
 //!    `save.rs`: copying a buffer's bytes into a file.
 //! 5. `budget.rs`: the budget policy over the store's tiers (spill, evict, drop, clean ahead).
 //! 6. `holds.rs`: where readers of a windowed stream still need bytes. `publish.rs`: the
@@ -26,7 +27,9 @@
 //! The producer (a pulled stream's writer role, or a push `Writer`'s appender), then the tiers
 //! lock, then the index lock (`State`), then the holds. The index lock is never held while
 //! waiting for another lock, reading the source or writing spill data. The publish lock, the
-//! last spill error, the tap list and the workers' mailboxes are only taken alone. An inline
+//! last spill error, the tap list and the workers' mailboxes are only taken alone; the streams
+//! pool is taken before the index (a fetch asks whether an idle stream's bytes are filled), and
+//! a fetch waits for a busy stream with claims in the index but no lock held. An inline
 //! consumer's own lock is taken by the producer with no lock of the buffer held (its role
 //! aside), and it takes the index lock inside.
 
@@ -49,4 +52,5 @@ pub(crate) mod save;
 pub(crate) mod settings;
 pub(crate) mod shared;
 pub(crate) mod spiller;
+pub(crate) mod streams;
 pub(crate) mod taps;

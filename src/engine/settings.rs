@@ -10,6 +10,10 @@ pub(crate) const DEFAULT_SEGMENT_SIZE: usize = 64 * 1024;
 pub(crate) const DEFAULT_MEMORY_BUDGET: usize = 5 * 1024 * 1024;
 /// Default number of concurrent range-source fetches.
 pub(crate) const DEFAULT_MAX_FETCHES: usize = 4;
+/// The largest request of a streaming range source (see `Builder::max_request`).
+pub(crate) const DEFAULT_MAX_REQUEST: u64 = 16 << 20;
+/// How many responses of a streaming range source may be open at once.
+pub(crate) const DEFAULT_REQUESTS_IN_FLIGHT: usize = 4;
 /// Smallest segment size accepted.
 pub(crate) const MIN_SEGMENT_SIZE: usize = 256;
 /// Largest segment size accepted.

@@ -13,6 +13,7 @@ use crate::engine::holds::{Blocked, Holds};
 use crate::engine::publish::Publish;
 use crate::engine::settings::Config;
 use crate::engine::spiller::Spiller;
+use crate::engine::streams::{Limits, Streams};
 use crate::engine::taps::Taps;
 use crate::error::{context, Error};
 use crate::source::RangeSource;
@@ -22,7 +23,7 @@ use crate::store::index::{Index, Location};
 use crate::store::marks::Marks;
 use crate::store::spill::{FileStorage, Spill, SpillStorage};
 use crate::store::tiers::Tiers;
-use crate::sync::{Arc, AtomicU64, IndexLock, Mutex, OnceLock, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, IndexLock, Mutex, OnceLock, Ordering};
 use crate::validators::Validators;
 
 /// Everything the handles share.
@@ -84,6 +85,10 @@ impl Drop for Shared {
     fn drop(&mut self) {
         self.ahead.close();
         self.spiller.close();
+        if let Filler::Ranged(ranged) = &self.filler {
+            // Closes the idle responses now; those a fetch still reads close when it is done.
+            drop(ranged.streams.close());
+        }
     }
 }
 
@@ -100,17 +105,27 @@ pub(crate) enum Filler {
     Push,
 }
 
-/// A range source and how many fetches of it may run at once.
+/// A range source, how many fetches of it may run at once, and its open streams.
 pub(crate) struct Ranged {
-    pub(in crate::engine) source: Box<dyn RangeSource>,
+    pub(in crate::engine) source: Arc<dyn RangeSource>,
     pub(in crate::engine) max_fetches: usize,
+    /// The responses kept open between fetches (see `streams.rs`).
+    pub(in crate::engine) streams: Arc<Streams<SourceStream>>,
+    /// The source answered `open_at` with `None`: it has no streams, every fetch is one
+    /// `read_vectored_at` of its run.
+    pub(in crate::engine) no_streams: AtomicBool,
 }
 
+/// A stream opened by a range source.
+pub(crate) type SourceStream = Box<dyn std::io::Read + Send>;
+
 impl Ranged {
-    pub(crate) fn new(source: Box<dyn RangeSource>, max_fetches: usize) -> Self {
+    pub(crate) fn new(source: Arc<dyn RangeSource>, max_fetches: usize, limits: Limits) -> Self {
         Ranged {
             source,
             max_fetches,
+            streams: Arc::new(Streams::new(limits)),
+            no_streams: AtomicBool::new(false),
         }
     }
 }
