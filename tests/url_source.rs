@@ -119,8 +119,7 @@ fn read_until_changed(buffer: &StreamBuffer, v1: &[u8]) -> (u64, io::Error) {
     }
 }
 
-/// The upstream changes after the probe and two fetches; the buffer reads one segment per
-/// fetch. Returns the failure offset and error, after checking what a changed upstream must
+/// The upstream changes after the probe and two requests (of one segment, then two). Returns the failure offset and error, after checking what a changed upstream must
 /// give: `InvalidData`, bytes read before stay version 1's, later fetches fail without asking.
 fn a_change_is_caught(script: Script) -> io::Error {
     let v1 = script.versions[0].clone();
@@ -136,7 +135,9 @@ fn a_change_is_caught(script: Script) -> io::Error {
         error.to_string().contains("the upstream resource changed"),
         "{error}"
     );
-    assert_eq!(failed_at, 2 * 64 * 1024, "two fetches before the change");
+    // The probe and two requests before the change: the first for the first read's segment,
+    // the second (which continues it) twice as large.
+    assert_eq!(failed_at, 3 * 64 * 1024, "two requests before the change");
     // What was read stays readable and right; what was not fails again, without a request.
     assert!(buffer.read_range(0..failed_at).unwrap() == v1[..failed_at as usize]);
     let asked = upstream.requests();

@@ -145,8 +145,14 @@ fn serve_url_never_mixes_two_versions_of_a_changed_upstream() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "cut, not a clean end");
-    assert!(out.stdout == v1[..1 << 20], "{} bytes", out.stdout.len());
-    let got = curl(&serving.url, &["-H", "Range: bytes=3000000-3000099"]);
+    // The bytes held, and those of a response opened before the change (version 1's too),
+    // then the cut: version 1's bytes only, and not all of them.
+    let n = out.stdout.len();
+    assert!(n >= 1 << 20 && n < v1.len(), "{n} bytes");
+    assert!(out.stdout == v1[..n], "{n} bytes, not all of version 1");
+    // The first byte not held needs a fetch: the upstream changed, so a 502.
+    let range = format!("Range: bytes={n}-{}", n + 99);
+    let got = curl(&serving.url, &["-H", &range]);
     assert_eq!(got.status, 502);
     let text = String::from_utf8_lossy(&got.body);
     assert!(text.contains("the upstream resource changed"), "{text}");
@@ -183,7 +189,8 @@ fn serve_url_never_mixes_versions_of_a_scripted_upstream() {
     };
     for (what, script) in scripts {
         let upstream = Upstream::start(script);
-        // Segments of 64 KiB: the probe, then one fetch per read of the first two segments.
+        // Segments of 64 KiB: the probe, then one request per read of the first two segments
+        // (the second continues the first and asks for two segments).
         let serving = Serving::start(&upstream.url, Stdio::null(), &["--quiet"]);
         for (a, b) in [(0, 65_535), (65_536, 131_071)] {
             let got = curl(&serving.url, &["-H", &format!("Range: bytes={a}-{b}")]);
@@ -194,12 +201,13 @@ fn serve_url_never_mixes_versions_of_a_scripted_upstream() {
             .output()
             .unwrap();
         assert!(!out.status.success(), "{what}: cut, not a clean end");
-        assert!(
-            out.stdout == v1[..131_072],
-            "{what}: {} bytes",
-            out.stdout.len()
-        );
-        let got = curl(&serving.url, &["-H", "Range: bytes=1000000-1000099"]);
+        // What was held and the rest of the second response (asked for before the change):
+        // version 1's bytes, then the cut.
+        let n = out.stdout.len();
+        assert!(n >= 131_072 && n < v1.len(), "{what}: {n} bytes");
+        assert!(out.stdout == v1[..n], "{what}: {n} bytes, not all of version 1");
+        let range = format!("Range: bytes={n}-{}", n + 99);
+        let got = curl(&serving.url, &["-H", &range]);
         assert_eq!(got.status, 502, "{what}");
         let text = String::from_utf8_lossy(&got.body);
         assert!(

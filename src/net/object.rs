@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io;
+use std::io::{self, Read};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
@@ -492,15 +492,36 @@ impl ObjectSource {
     }
 
     /// The `GET` options of a ranged fetch: the range and the pinned version.
-    fn options(&self, range: std::ops::Range<u64>) -> GetOptions {
+    fn options(&self, range: GetRange) -> GetOptions {
         let meta = &self.meta;
         GetOptions {
-            range: Some(GetRange::Bounded(range)),
+            range: Some(range),
             if_match: meta.e_tag.clone(),
             if_unmodified_since: meta.e_tag.is_none().then_some(meta.last_modified),
             version: meta.version.clone(),
             ..GetOptions::default()
         }
+    }
+
+    /// A `GET`'s failure: the pinned version refused means the object changed.
+    fn failed(&self, error: object_store::Error) -> io::Error {
+        match error {
+            object_store::Error::Precondition { source, .. } => {
+                self.changed(format!("the store refused the pinned version: {source}"))
+            }
+            error => io_error(error),
+        }
+    }
+
+    /// A response must carry the pinned `ETag`.
+    fn check(&self, meta: &object_store::ObjectMeta) -> io::Result<()> {
+        if let (Some(pinned), got) = (&self.meta.e_tag, &meta.e_tag) {
+            if got.as_ref() != Some(pinned) {
+                let got = got.as_deref().unwrap_or("none");
+                return Err(self.changed(format!("its ETag was {pinned}, a range carries {got}")));
+            }
+        }
+        Ok(())
     }
 
     /// The object changed under the buffer: this fetch and every later one fail.
@@ -531,26 +552,15 @@ impl RangeSource for ObjectSource {
         let (store, path, options) = (
             self.store.clone(),
             self.path.clone(),
-            self.options(offset..end),
+            self.options(GetRange::Bounded(offset..end)),
         );
         let got = runtime()?.block_on(async move {
             let result = store.get_opts(&path, options).await?;
             let meta = result.meta.clone();
             result.bytes().await.map(|bytes| (meta, bytes))
         });
-        let (meta, bytes) = match got {
-            Ok(got) => got,
-            Err(object_store::Error::Precondition { source, .. }) => {
-                return Err(self.changed(format!("the store refused the pinned version: {source}")))
-            }
-            Err(error) => return Err(io_error(error)),
-        };
-        if let (Some(pinned), got) = (&self.meta.e_tag, &meta.e_tag) {
-            if got.as_ref() != Some(pinned) {
-                let got = got.as_deref().unwrap_or("none");
-                return Err(self.changed(format!("its ETag was {pinned}, a range carries {got}")));
-            }
-        }
+        let (meta, bytes) = got.map_err(|error| self.failed(error))?;
+        self.check(&meta)?;
         let mut rest = &bytes[..bytes.len().min(total)];
         let n = rest.len();
         for buf in bufs.iter_mut() {
@@ -559,6 +569,32 @@ impl RangeSource for ObjectSource {
             rest = &rest[k..];
         }
         Ok(n)
+    }
+
+    /// One ranged `GET` of the pinned version, its body read as it arrives.
+    fn open_at(&self, offset: u64, len: Option<u64>) -> io::Result<Option<Box<dyn Read + Send>>> {
+        if let Some(what) = self.changed.get() {
+            return Err(self.changed(what.clone()));
+        }
+        let end = len.map_or(self.len, |len| offset.saturating_add(len).min(self.len));
+        if offset >= end {
+            return Ok(Some(Box::new(io::empty())));
+        }
+        let range = match len {
+            Some(_) => GetRange::Bounded(offset..end),
+            None => GetRange::Offset(offset),
+        };
+        let (store, path, options) = (self.store.clone(), self.path.clone(), self.options(range));
+        let rt = runtime()?;
+        let result = rt
+            .block_on(async move { store.get_opts(&path, options).await })
+            .map_err(|error| self.failed(error))?;
+        self.check(&result.meta)?;
+        Ok(Some(Box::new(ObjectStream {
+            rt,
+            body: result.into_stream(),
+            chunk: bytes::Bytes::new(),
+        })))
     }
 
     fn len(&self) -> Option<u64> {
@@ -572,6 +608,33 @@ impl RangeSource for ObjectSource {
             Some(tag) => validators.etag(tag.clone()),
             None => validators,
         }
+    }
+}
+
+/// A `GET`'s body as a `Read`: each chunk is awaited on the crate's runtime when the one before
+/// is used up.
+struct ObjectStream {
+    rt: &'static Runtime,
+    body: futures_core::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    chunk: bytes::Bytes,
+}
+
+impl Read for ObjectStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            let body = &mut self.body;
+            let next = self
+                .rt
+                .block_on(std::future::poll_fn(|cx| body.as_mut().poll_next(cx)));
+            match next {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(error)) => return Err(io_error(error)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
     }
 }
 

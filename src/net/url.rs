@@ -3,11 +3,11 @@
 
 use std::fmt;
 use std::io::{self, Read};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ureq::http::Response;
-use ureq::{Agent, Body};
+use ureq::{Agent, Body, BodyReader};
 
 use crate::buffer::StreamBuffer;
 use crate::builder::Builder;
@@ -90,6 +90,48 @@ impl Builder {
                 ))),
             },
             Probe::Whole { len, body, pinned } => self.build_whole(len, body, pinned),
+        }
+    }
+
+    /// [`build_url`](Builder::build_url) for async code (features `client` and `tokio`): the
+    /// probe runs on tokio's blocking pool, so no runtime thread waits for the upstream (a
+    /// task on a current-thread runtime keeps running while it answers).
+    ///
+    /// The buffer it gives is the same: read it from tasks with
+    /// [`StreamBuffer::async_reader`] or [`read_at_async`](StreamBuffer::read_at_async), which
+    /// never block their thread either.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use sparsebuf::StreamBuffer;
+    /// use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    ///
+    /// # async fn run() -> std::io::Result<()> {
+    /// let buffer = StreamBuffer::builder()
+    ///     .build_url_async("http://127.0.0.1:9000/media/film.mp4")
+    ///     .await?;
+    /// let mut cursor = buffer.async_reader();
+    /// cursor.seek(std::io::SeekFrom::End(-1024)).await?;
+    /// let mut tail = Vec::new();
+    /// cursor.read_to_end(&mut tail).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`build_url`](Builder::build_url); `Other` if the blocking pool is gone (the runtime
+    /// shuts down).
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "client", feature = "tokio"))))]
+    pub async fn build_url_async(self, url: &str) -> io::Result<StreamBuffer> {
+        let url = url.to_string();
+        match tokio::task::spawn_blocking(move || self.build_url(&url)).await {
+            Ok(built) => built,
+            Err(error) => Err(io::Error::other(format!(
+                "the blocking task that probes the URL did not finish: {error}"
+            ))),
         }
     }
 
@@ -188,14 +230,16 @@ impl Pinned {
     }
 }
 
-/// A resource fetched by ranged `GET`s.
+/// A resource fetched by ranged `GET`s. Clones share the "changed" verdict and the retry count
+/// (a stream holds one, to open its response again after a transient failure).
+#[derive(Clone)]
 struct UrlSource {
     agent: Agent,
     url: String,
     pinned: Pinned,
     retry: RetryPolicy,
     /// Set once a response showed that the resource changed: every later fetch fails with it.
-    changed: OnceLock<String>,
+    changed: Arc<OnceLock<String>>,
 }
 
 impl UrlSource {
@@ -212,7 +256,7 @@ impl UrlSource {
             url: url.to_string(),
             pinned: Pinned::default(),
             retry: RetryPolicy::default(),
-            changed: OnceLock::new(),
+            changed: Arc::new(OnceLock::new()),
         }
     }
 
@@ -265,14 +309,24 @@ impl UrlSource {
 
     /// One ranged fetch of `buf.len()` bytes at `offset`.
     fn fetch(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let last = offset + buf.len() as u64 - 1;
+        match self.request(offset, Some(last))? {
+            Some(body) => read_full(body, buf),
+            None => Ok(0),
+        }
+    }
+
+    /// One ranged `GET` of the bytes `[offset, last]` (`None`: to the end), checked against
+    /// the pinned version: its body, or `None` if `offset` is past the end.
+    fn request(&self, offset: u64, last: Option<u64>) -> io::Result<Option<BodyReader<'static>>> {
         if let Some(what) = self.changed.get() {
             return Err(changed_error(&self.url, what));
         }
-        let last = offset + buf.len() as u64 - 1;
-        let mut request = self
-            .agent
-            .get(&self.url)
-            .header("Range", &format!("bytes={offset}-{last}"));
+        let range = match last {
+            Some(last) => format!("bytes={offset}-{last}"),
+            None => format!("bytes={offset}-"),
+        };
+        let mut request = self.agent.get(&self.url).header("Range", &range);
         if let Some(validator) = self.pinned.if_range() {
             request = request.header("If-Range", validator);
         }
@@ -289,12 +343,12 @@ impl UrlSource {
                         self.url
                     )));
                 }
-                read_full(response.into_body().into_reader(), buf)
+                Ok(Some(response.into_body().into_reader()))
             }
             416 if self.pinned.len.is_some_and(|len| offset < len) => Err(self.changed(format!(
-                "a range inside its length was answered 416 (bytes {offset}-{last})"
+                "a range inside its length was answered 416 ({range})"
             ))),
-            416 => Ok(0),
+            416 => Ok(None),
             200 => Err(self.changed(
                 "a range was answered with the whole resource (200): the If-Range validator no \
                  longer matches, or the server stopped honouring Range"
@@ -321,6 +375,27 @@ impl RangeSource for UrlSource {
         self.retry.run(|| self.fetch(offset, buf))
     }
 
+    /// One ranged `GET`, read as it arrives. The response is opened when first read (so
+    /// opening costs no round trip of its own); a transient failure in the middle of it opens
+    /// another from where it stopped (with its retries), and every response is checked against
+    /// the pinned version.
+    fn open_at(&self, offset: u64, len: Option<u64>) -> io::Result<Option<Box<dyn Read + Send>>> {
+        let end = match (len, self.pinned.len) {
+            (Some(len), Some(total)) => Some(offset.saturating_add(len).min(total)),
+            (Some(len), None) => Some(offset.saturating_add(len)),
+            (None, total) => total,
+        };
+        let mut stream = UrlStream {
+            source: self.clone(),
+            pos: offset,
+            end,
+            body: None,
+        };
+        // The head now, so that a fetch that opens a stream meets a refusal at once.
+        stream.open()?;
+        Ok(Some(Box::new(stream)))
+    }
+
     fn len(&self) -> Option<u64> {
         self.pinned.len
     }
@@ -336,6 +411,60 @@ impl fmt::Debug for UrlSource {
             .field("url", &self.url)
             .field("pinned", &self.pinned)
             .finish_non_exhaustive()
+    }
+}
+
+/// A response read as it arrives: the bytes `[pos, end)` of the resource (`end`: `None` for
+/// "to its end").
+struct UrlStream {
+    source: UrlSource,
+    pos: u64,
+    end: Option<u64>,
+    /// The response being read; `None` before the first read and after a failure.
+    body: Option<BodyReader<'static>>,
+}
+
+impl UrlStream {
+    /// Opens the response for `[pos, end)` if none is open, with the source's retries. `false`:
+    /// nothing is left to read.
+    fn open(&mut self) -> io::Result<bool> {
+        if self.body.is_some() {
+            return Ok(true);
+        }
+        if self.end.is_some_and(|end| self.pos >= end) {
+            return Ok(false);
+        }
+        let last = self.end.map(|end| end - 1);
+        let source = &self.source;
+        let pos = self.pos;
+        self.body = source.retry.run(|| source.request(pos, last))?;
+        Ok(self.body.is_some())
+    }
+}
+
+impl Read for UrlStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let retry = self.source.retry.clone();
+        retry.run(|| {
+            if !self.open()? {
+                return Ok(0);
+            }
+            let body = self.body.as_mut().expect("opened");
+            match body.read(buf) {
+                Ok(n) => {
+                    self.pos += n as u64;
+                    Ok(n)
+                }
+                Err(error) => {
+                    // The next attempt opens a response from where this one stopped.
+                    self.body = None;
+                    Err(error)
+                }
+            }
+        })
     }
 }
 

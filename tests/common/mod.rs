@@ -19,6 +19,8 @@ mod location;
 pub mod moto;
 #[cfg(any(feature = "client", feature = "server"))]
 pub mod nginx;
+#[cfg(feature = "client")]
+pub mod origin;
 mod random;
 pub mod tmpfs;
 #[cfg(any(feature = "client", feature = "server"))]

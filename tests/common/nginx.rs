@@ -30,7 +30,8 @@ impl Nginx {
             format!(
                 "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
                  error_log {d}/error.log;\nevents {{ worker_connections 256; }}\n\
-                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n\
+                 http {{\n  log_format ranges '$request_method $http_range $status $body_bytes_sent';\n\
+                 access_log {d}/access.log ranges;\n  client_body_temp_path {d}/body;\n\
                  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
                  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
                  server {{\n    listen 127.0.0.1:{port};\n    root {};\n    {extra}\n  }}\n}}\n",
@@ -68,6 +69,14 @@ impl Nginx {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// The requests answered so far (those whose response ended), one line each: method,
+    /// `Range`, status, body bytes sent.
+    pub fn requests(&self) -> Vec<String> {
+        let log = self._dir.path().join("access.log");
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        text.lines().map(str::to_string).collect()
     }
 }
 
