@@ -91,6 +91,8 @@
 #[cfg(feature = "tokio")]
 mod async_reader;
 #[cfg(feature = "tokio")]
+mod async_source;
+#[cfg(feature = "tokio")]
 mod async_writer;
 mod buffer;
 mod builder;
