@@ -205,7 +205,10 @@ fn serve_url_never_mixes_versions_of_a_scripted_upstream() {
         // version 1's bytes, then the cut.
         let n = out.stdout.len();
         assert!(n >= 131_072 && n < v1.len(), "{what}: {n} bytes");
-        assert!(out.stdout == v1[..n], "{what}: {n} bytes, not all of version 1");
+        assert!(
+            out.stdout == v1[..n],
+            "{what}: {n} bytes, not all of version 1"
+        );
         let range = format!("Range: bytes={n}-{}", n + 99);
         let got = curl(&serving.url, &["-H", &range]);
         assert_eq!(got.status, 502, "{what}");
