@@ -44,9 +44,14 @@ impl Moto {
 
     /// A store for `bucket` (which need not exist), talking to this server.
     pub fn store(&self, bucket: &str) -> Arc<dyn ObjectStore> {
+        Moto::store_at(&self.endpoint, bucket)
+    }
+
+    /// A store for `bucket` at `endpoint` (a moto_server, or a proxy in front of one).
+    pub fn store_at(endpoint: &str, bucket: &str) -> Arc<dyn ObjectStore> {
         Arc::new(
             AmazonS3Builder::new()
-                .with_endpoint(&self.endpoint)
+                .with_endpoint(endpoint)
                 .with_bucket_name(bucket)
                 .with_region("us-east-1")
                 .with_access_key_id("test")
