@@ -316,7 +316,9 @@ impl Builder {
     ///
     /// Once requests have followed each other twice, the next one is opened while the current
     /// one is still being read (if fewer than this many are open), so a link with latency
-    /// stays busy between requests. Responses that nobody reads for 10 s are closed.
+    /// stays busy between requests. Between fetches at most this many responses are kept
+    /// open (the least recently used is closed first), and those that nobody reads for 10 s
+    /// are closed. With `0`, `build_ranged` fails with `InvalidInput`.
     pub fn requests_in_flight(mut self, requests: usize) -> Self {
         self.requests_in_flight = requests;
         self

@@ -16,7 +16,8 @@
 //!
 //! A fetch gives its stream back where it stopped ([`Streams::give_back`]) unless it ended, failed
 //! or ran into filled bytes; idle streams are dropped after [`IDLE`], when the pool is closed (the
-//! buffer is dropped), or when a fetch finds the bytes at their position filled already.
+//! buffer is dropped), when a fetch finds the bytes at their position filled already, or when
+//! more than `in_flight` are idle (the least recently returned first).
 //!
 //! Data only, generic over the stream type: no I/O happens under the pool's lock (opening and
 //! dropping a response are the caller's, outside it), and the hand-off is modelled under loom.
@@ -260,9 +261,11 @@ impl<R> Streams<R> {
     }
 
     /// A fetch is done with `open`, which is at `open.pos` now: kept for the next fetch there
-    /// unless it is used up or the pool is closed (then it comes back to be dropped). `true` in
-    /// the second place: no thread drops idle streams that time out, and the caller must start
-    /// one (see [`reap`](Streams::reap)).
+    /// unless it is used up or the pool is closed (then it comes back to be dropped). At most
+    /// `in_flight` streams stay idle: past that the one idle longest comes back instead (one
+    /// nobody waits for, if there is one), so readers that each read on a little and stop do
+    /// not each keep a connection open. `true` in the second place: no thread drops idle
+    /// streams that time out, and the caller must start one (see [`reap`](Streams::reap)).
     pub(crate) fn give_back(&self, open: Open<R>, now: Instant) -> (Option<R>, bool) {
         let mut pool = self.pool.lock();
         pool.unbook(open.id);
@@ -270,10 +273,24 @@ impl<R> Streams<R> {
         if pool.closed || open.pos >= open.end {
             return (Some(open.reader), false);
         }
+        let mut evicted = None;
+        if pool.idle.len() >= self.limits.in_flight.max(1) {
+            let oldest = |unwaited: bool| {
+                pool.idle
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !unwaited || !pool.waiting.contains(&s.open.pos))
+                    .min_by_key(|(_, s)| s.since)
+                    .map(|(i, _)| i)
+            };
+            if let Some(i) = oldest(true).or_else(|| oldest(false)) {
+                evicted = Some(pool.idle.swap_remove(i).open.reader);
+            }
+        }
         pool.idle.push(Idle { open, since: now });
         let start_reaper = !pool.reaper;
         pool.reaper = true;
-        (None, start_reaper)
+        (evicted, start_reaper)
     }
 
     /// A stream booked by `take` (or a ticket) will not come back: it failed, ended or was not
@@ -544,6 +561,32 @@ mod tests {
         match taken {
             Take::Stream(o) => assert_eq!((o.reader, o.pos), ("early", 7 * SEG)),
             Take::Open(_) => panic!("opened a second request where one was coming"),
+        }
+    }
+
+    #[test]
+    fn at_most_in_flight_streams_stay_idle_and_the_least_recent_goes_first() {
+        // Many readers that each read on a little and stop must not each keep a response (a
+        // connection) open for the idle timeout.
+        let s = streams(2);
+        let t0 = Instant::now();
+        let mut dropped = Vec::new();
+        for (i, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let at = i as u64 * 100 * SEG;
+            let (mut o, _) = open(&s, at, SEG);
+            o.reader = name;
+            o.end = at + 10 * SEG;
+            o.pos = at + SEG;
+            let now = t0 + Duration::from_millis(i as u64);
+            dropped.extend(s.give_back(o, now).0);
+        }
+        assert_eq!(dropped, ["a", "b"]);
+        assert_eq!(s.open_count(), 2);
+        for (at, name) in [(200 * SEG + SEG, "c"), (300 * SEG + SEG, "d")] {
+            match s.take(at, SEG, t0, |_| false).0 {
+                Take::Stream(o) => assert_eq!(o.reader, name),
+                Take::Open(_) => panic!("{name} was dropped instead of an older one"),
+            }
         }
     }
 
