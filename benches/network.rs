@@ -30,6 +30,7 @@ mod netem;
 #[path = "../tests/common/origin.rs"]
 #[allow(dead_code)]
 mod origin;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -52,16 +53,23 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 fn model(len: usize) -> Arc<Vec<u8>> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let take = (len - out.len()).min(8);
-        out.extend_from_slice(&x.to_le_bytes()[..take]);
+    Arc::new(support::source(len))
+}
+
+/// Reads `buffer` front to back in 256 KiB reads, every byte checked against `model`.
+fn read_checked(buffer: &StreamBuffer, model: &[u8]) {
+    let mut reader = buffer.reader();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut at = 0;
+    loop {
+        let n = reader.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(buf[..n] == model[at..at + n], "wrong bytes at {at}");
+        at += n;
     }
-    Arc::new(out)
+    assert_eq!(at, model.len());
 }
 
 fn wan() -> Behaviour {
@@ -123,19 +131,8 @@ fn sparsebuf_sequential(model: &Arc<Vec<u8>>, in_flight: usize) -> (f64, usize) 
         .requests_in_flight(in_flight)
         .build_url(&origin.url)
         .unwrap();
-    let mut reader = buffer.reader();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut at = 0;
-    loop {
-        let n = reader.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        assert!(buf[..n] == model[at..at + n], "wrong bytes at {at}");
-        at += n;
-    }
+    read_checked(&buffer, model);
     let seconds = start.elapsed().as_secs_f64();
-    assert_eq!(at, model.len());
     (seconds, requests_after_first_mib(&origin.log()))
 }
 
@@ -278,17 +275,7 @@ fn object(model: &Arc<Vec<u8>>, rounds: u64) {
         let start = Instant::now();
         let source = ObjectSource::new(slow.clone(), path.clone()).unwrap();
         let buffer = StreamBuffer::builder().build_ranged(source).unwrap();
-        let mut reader = buffer.reader();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut at = 0;
-        loop {
-            let n = reader.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            assert!(buf[..n] == model[at..at + n], "wrong bytes at {at}");
-            at += n;
-        }
+        read_checked(&buffer, model);
         ours.push(start.elapsed().as_secs_f64());
         requests.push((netem.requests() - before) as f64);
         let _: &dyn ObjectStore = &*slow;
