@@ -292,33 +292,77 @@ fn no_module_imports_from_a_layer_above_it() {
         }
     }
     // Nor may the store and the engine name a public handle, through any path.
-    const HANDLES: [&str; 8] = [
-        "StreamBuffer",
-        "Reader",
-        "Writer",
-        "Builder",
-        "AsyncReader",
-        "Emit",
-        "Consumer",
-        "Server",
-    ];
+    let ours = own_roots(&modules);
     for (module, text) in &modules {
         if !(1..=2).contains(&layer(module)) || module.is_empty() {
             continue;
         }
-        for handle in HANDLES {
-            let named = text.match_indices(handle).any(|(at, _)| {
-                let before = text[..at].chars().last();
-                let after = text[at + handle.len()..].chars().next();
-                let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
-                !word(before) && !word(after)
-            });
-            if named {
-                wrong.push(format!("{} names {handle}", name(module)));
-            }
+        for handle in handles_named(text, &ours) {
+            wrong.push(format!("{} names {handle}", name(module)));
         }
     }
     assert!(wrong.is_empty(), "layering:\n{}", wrong.join("\n"));
+}
+
+/// The public handles, which the store and the engine may not name.
+const HANDLES: [&str; 8] = [
+    "StreamBuffer",
+    "Reader",
+    "Writer",
+    "Builder",
+    "AsyncReader",
+    "Emit",
+    "Consumer",
+    "Server",
+];
+
+/// The roots a path of this crate starts at: `crate`, `super`, `self` and its top-level modules.
+fn own_roots(modules: &BTreeMap<Module, String>) -> BTreeSet<String> {
+    modules
+        .keys()
+        .filter_map(|m| m.first().cloned())
+        .chain(["crate", "super", "self"].map(String::from))
+        .collect()
+}
+
+/// The handles `text` names as whole words, bare or through a path of this crate. A name under
+/// another crate's path (`std::thread::Builder`, or `thread::Builder` after `use std::thread`)
+/// is not one of ours.
+fn handles_named(text: &str, ours: &BTreeSet<String>) -> Vec<&'static str> {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    HANDLES
+        .into_iter()
+        .filter(|handle| {
+            text.match_indices(handle).any(|(at, _)| {
+                let before = text[..at].chars().last();
+                let after = text[at + handle.len()..].chars().next();
+                let path_start = text[..at]
+                    .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                    .map_or(0, |i| i + 1);
+                let path = &text[path_start..at];
+                let root = path.split("::").next().unwrap_or("");
+                let foreign = !path.is_empty() && !ours.contains(root);
+                !word(before) && !word(after) && !foreign
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_checker_tells_our_handles_from_other_crates_names() {
+    let ours: BTreeSet<String> = ["crate", "super", "self", "engine"]
+        .map(String::from)
+        .into();
+    assert_eq!(handles_named("let b: Builder = x;", &ours), ["Builder"]);
+    assert_eq!(handles_named("use crate::Builder;", &ours), ["Builder"]);
+    assert_eq!(handles_named("use crate::{Reader, x};", &ours), ["Reader"]);
+    assert_eq!(
+        handles_named("super::super::Server::new()", &ours),
+        ["Server"]
+    );
+    assert!(handles_named("std::thread::Builder::new()", &ours).is_empty());
+    assert!(handles_named("thread::Builder::new()", &ours).is_empty());
+    assert!(handles_named("ReaderState BuilderLike", &ours).is_empty());
 }
 
 /// The checker itself finds what it must: a circle through a re-export, and a group import.
