@@ -186,8 +186,8 @@ pub trait RangeSource: Send + Sync + 'static {
     ///
     /// `Ok(None)`, the default: the source has no streams of its own, and each fetch is one
     /// [`read_vectored_at`](RangeSource::read_vectored_at) of the missing run, as before. A file
-    /// answers with a descriptor of its own read with `pread`; URL sources and
-    /// [`ObjectSource`](crate::ObjectSource) with one streamed response.
+    /// answers with a descriptor of its own read with `pread`; URL sources and `ObjectSource`
+    /// (feature `object-store`) with one streamed response.
     ///
     /// # Errors
     ///
