@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::child::{parent, rss_anon};
+use common::child::{memory_is_measurable, parent, rss_anon};
 use common::data;
 use sparsebuf::{Error, Pool, RetryPolicy, Sink, StreamBuffer, Writer};
 
@@ -266,8 +266,10 @@ fn millions_of_tiny_writes_keep_their_marks_within_the_budget() {
     writer.finish().unwrap();
     consumer.join().unwrap();
     assert_eq!(seen.load(Ordering::Relaxed), n);
-    assert!(grown < 16 << 20, "the process grew by {grown} bytes");
     eprintln!("4 million 1-byte writes with a consumer: RssAnon grew {grown} bytes");
+    if memory_is_measurable() {
+        assert!(grown < 16 << 20, "the process grew by {grown} bytes");
+    }
 }
 
 /// A sink that fails for good on its second chunk, and whose `abort` panics.
