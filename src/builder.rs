@@ -6,6 +6,7 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 
 use crate::buffer::StreamBuffer;
+use crate::engine::account::Account;
 use crate::engine::pull::Puller;
 use crate::engine::settings::{
     Config, DEFAULT_MAX_FETCHES, DEFAULT_MAX_REQUEST, DEFAULT_MEMORY_BUDGET,
@@ -57,6 +58,8 @@ pub struct Builder {
     requests_in_flight: usize,
     storage: Option<std::sync::Arc<dyn SpillStorage>>,
     validators: Validators,
+    /// Set by a `Cache` for the buffers it builds.
+    account: Option<std::sync::Arc<Account>>,
 }
 
 impl Default for Builder {
@@ -74,6 +77,7 @@ impl Default for Builder {
             requests_in_flight: DEFAULT_REQUESTS_IN_FLIGHT,
             storage: None,
             validators: Validators::default(),
+            account: None,
         }
     }
 }
@@ -338,6 +342,16 @@ impl Builder {
         self
     }
 
+    /// The builder of a cache's member: the cache's budgets, spill file and workers.
+    pub(crate) fn in_cache(mut self, account: std::sync::Arc<Account>) -> Self {
+        self.segment_size = account.limits.segment_size;
+        self.memory_budget = account.limits.memory_budget;
+        self.disk_budget = account.limits.disk_budget;
+        self.spill_dir = Some(account.limits.spill_dir.clone());
+        self.account = Some(account);
+        self
+    }
+
     /// The length declared with [`len`](Builder::len), if any.
     #[cfg(feature = "client")]
     pub(crate) fn declared_len(&self) -> Option<u64> {
@@ -395,7 +409,12 @@ impl Builder {
             in_flight: self.requests_in_flight,
             segment_size: self.segment_size as u64,
         };
-        let ranged = Ranged::new(std::sync::Arc::new(source), self.max_fetches, limits);
+        let ranged = Ranged::new(
+            std::sync::Arc::new(source),
+            self.max_fetches,
+            limits,
+            self.account.as_ref(),
+        );
         let storage = self.storage.clone();
         Ok(StreamBuffer::from_parts(
             self.config()?,
@@ -453,6 +472,7 @@ impl Builder {
             read_ahead: self.read_ahead,
             window: self.window,
             validators: self.validators,
+            account: self.account,
         }
     }
 

@@ -96,6 +96,7 @@ mod async_source;
 mod async_writer;
 mod buffer;
 mod builder;
+mod cache;
 mod engine;
 mod error;
 mod fanout;
@@ -112,6 +113,7 @@ mod writer;
 pub use async_reader::AsyncReader;
 pub use buffer::StreamBuffer;
 pub use builder::Builder;
+pub use cache::{Cache, CacheBuilder, CacheStats};
 pub use error::Error;
 pub use fanout::{
     is_transient, Chunk, Consumer, Emit, HttpStatus, Parallel, Pool, Report, RetryPolicy, Serial,

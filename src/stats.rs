@@ -68,3 +68,25 @@ pub struct Stats {
     /// The memory budget in bytes.
     pub memory_budget: u64,
 }
+
+impl Stats {
+    /// Adds `other`'s counters to these (for a cache's totals).
+    pub(crate) fn add(&mut self, other: &Stats) {
+        self.filled_bytes += other.filled_bytes;
+        self.memory_bytes += other.memory_bytes;
+        self.peak_memory_bytes += other.peak_memory_bytes;
+        self.spilled_bytes += other.spilled_bytes;
+        self.segments_in_memory += other.segments_in_memory;
+        self.segments_spilled += other.segments_spilled;
+        self.source_bytes += other.source_bytes;
+        self.holes += other.holes;
+        self.fetches_in_flight += other.fetches_in_flight;
+        self.refetched_bytes += other.refetched_bytes;
+        self.evictions += other.evictions;
+        self.read_ahead_hits += other.read_ahead_hits;
+        self.read_ahead_bytes += other.read_ahead_bytes;
+        self.spill_errors += other.spill_errors;
+        self.mapped_bytes += other.mapped_bytes;
+        self.writer_waits += other.writer_waits;
+    }
+}

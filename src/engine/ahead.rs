@@ -11,6 +11,7 @@
 use std::ops::Range;
 use std::sync::Weak;
 
+use crate::engine::workers::Workers;
 use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering};
 
 /// The worker's step for its owner `S` (a buffer's shared state): fill up to the end of the
@@ -56,6 +57,7 @@ impl Ahead {
         owner: &Weak<S>,
         range: Range<u64>,
         step: Step<S>,
+        workers: Option<&Workers>,
     ) {
         let mut want = self.want.lock();
         self.latest_start.store(range.start, Ordering::Relaxed);
@@ -65,8 +67,14 @@ impl Ahead {
         if !want.started {
             want.started = true;
             let (ahead, weak) = (self.clone(), owner.clone());
+            let pooled = workers.is_some();
+            let run = move || ahead.run(weak, step, pooled);
             // A worker that cannot be started only means no read-ahead; reads work without it.
-            let spawned = crate::sync::spawn("sparsebuf-read-ahead", move || ahead.run(weak, step));
+            let spawned = match workers {
+                // A shared worker runs the targets there are and leaves (see `next`).
+                Some(workers) => workers.submit(Box::new(run)).map_err(drop),
+                None => crate::sync::spawn("sparsebuf-read-ahead", run).map_err(drop),
+            };
             if spawned.is_err() {
                 want.started = false;
                 want.target = None;
@@ -100,7 +108,10 @@ impl Ahead {
     /// The next target and the request count it stands for: a new one if it came (replacing
     /// `current`), else what is left of `current`; sleeps while there is neither. `None`: the
     /// buffer is gone.
-    fn next(&self, current: Option<(Range<u64>, u64)>) -> Option<(Range<u64>, u64)> {
+    /// A `pooled` worker (a cache's shared thread) does not sleep: with nothing to do, it
+    /// leaves, and the next request queues it again (decided under the lock, so a request
+    /// never finds it gone without queueing another).
+    fn next(&self, current: Option<(Range<u64>, u64)>, pooled: bool) -> Option<(Range<u64>, u64)> {
         let mut want = self.want.lock();
         loop {
             if want.closed {
@@ -112,13 +123,17 @@ impl Ahead {
             if let Some(current) = current.clone() {
                 return Some(current);
             }
+            if pooled {
+                want.started = false;
+                return None;
+            }
             self.wake.wait(&mut want);
         }
     }
 
-    fn run<S>(&self, buffer: Weak<S>, step: Step<S>) {
+    fn run<S>(&self, buffer: Weak<S>, step: Step<S>, pooled: bool) {
         let mut current = None;
-        while let Some((target, request)) = self.next(current.take()) {
+        while let Some((target, request)) = self.next(current.take(), pooled) {
             let Some(shared) = buffer.upgrade() else {
                 return;
             };
@@ -183,7 +198,7 @@ mod tests {
     fn the_worker_steps_through_a_target_then_sleeps() {
         let (owner, _tx) = owner();
         let ahead = Arc::new(Ahead::new());
-        ahead.request(&std::sync::Arc::downgrade(&owner), 0..40, step);
+        ahead.request(&std::sync::Arc::downgrade(&owner), 0..40, step, None);
         assert_eq!(ahead.protected(), 0..40);
         eventually("the worker", || steps(&owner).len() == 3);
         std::thread::sleep(Duration::from_millis(20));
@@ -196,12 +211,12 @@ mod tests {
         let (owner, tx) = owner();
         let ahead = Arc::new(Ahead::new());
         let weak = std::sync::Arc::downgrade(&owner);
-        ahead.request(&weak, HOLD..HOLD + 64, step);
+        ahead.request(&weak, HOLD..HOLD + 64, step, None);
         // The worker is inside its first step; a far seek asks for another target meanwhile.
         eventually("the worker", || {
             owner.holding.load(std::sync::atomic::Ordering::SeqCst)
         });
-        ahead.request(&weak, 5000..5032, step);
+        ahead.request(&weak, 5000..5032, step, None);
         assert_eq!(ahead.requests(), 2);
         tx.send(()).unwrap();
         eventually("the worker", || steps(&owner).len() == 3);
@@ -218,7 +233,12 @@ mod tests {
     fn the_worker_ends_when_the_owner_is_gone_and_never_keeps_it_alive() {
         let (owner, tx) = owner();
         let ahead = Arc::new(Ahead::new());
-        ahead.request(&std::sync::Arc::downgrade(&owner), HOLD..HOLD + 64, step);
+        ahead.request(
+            &std::sync::Arc::downgrade(&owner),
+            HOLD..HOLD + 64,
+            step,
+            None,
+        );
         eventually("the worker", || {
             owner.holding.load(std::sync::atomic::Ordering::SeqCst)
         });
@@ -235,7 +255,7 @@ mod tests {
     fn a_closed_mailbox_ends_a_sleeping_worker() {
         let (owner, _tx) = owner();
         let ahead = Arc::new(Ahead::new());
-        ahead.request(&std::sync::Arc::downgrade(&owner), 0..16, step);
+        ahead.request(&std::sync::Arc::downgrade(&owner), 0..16, step, None);
         eventually("the worker", || steps(&owner).len() == 1);
         ahead.close();
         eventually("the worker", || Arc::strong_count(&ahead) == 1);

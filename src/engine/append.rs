@@ -103,6 +103,11 @@ impl Appender {
             }
             tiers.enforce_budget(shared, true, false)?;
         }
+        if let (None, Some(account)) = (&self.pending, shared.account()) {
+            // In a cache, a new segment needs room in the cache's RAM (the writer waits for it
+            // while other members in use hold everything).
+            account.reserve(shared);
+        }
         let frontier = self.frontier;
         let pending = self.pending.get_or_insert_with(|| Pending {
             segment: frontier >> cfg.shift,

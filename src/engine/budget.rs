@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+use crate::engine::account::{identity, Member};
 use crate::engine::holds::Blocked;
 use crate::engine::shared::{Filler, Shared, State};
 use crate::engine::spiller::Written;
@@ -127,13 +128,35 @@ impl Tiers {
         let refetchable = matches!(shared.filler, Filler::Ranged(_));
         // The segment being filled (a stream writer's, while its source lasts) needs a buffer too.
         let filling = usize::from(filling);
-        let depth = if background { Self::depth(shared) } else { 0 };
+        // A cache's members spill inline: their workers are shared, and a writer waiting for
+        // a queued job on a busy pool could wait for ever.
+        let depth = if background && shared.config.account.is_none() {
+            Self::depth(shared)
+        } else {
+            0
+        };
         if depth > 0 {
             let done = shared.spiller.take_done();
             self.collect(shared, done);
             self.clean_ahead(shared, filling, depth);
         }
-        while (self.clock.len() + filling).saturating_mul(cfg.segment_size) > cfg.memory_budget {
+        loop {
+            let over =
+                (self.clock.len() + filling).saturating_mul(cfg.segment_size) > cfg.memory_budget;
+            if !over {
+                // Within its own budget; in a cache, the sum over the members must be too, and
+                // the global hand finds who gives a segment up.
+                match &cfg.account {
+                    Some(account) if account.memory_over(filling) => {
+                        let me = identity(shared);
+                        if account.reclaim(me, &mut |disk| self.give_up(shared, disk), false) {
+                            continue;
+                        }
+                        return Ok(());
+                    }
+                    _ => return Ok(()),
+                }
+            }
             let Some(victim) = pick(&mut self.clock, shared) else {
                 return Ok(());
             };
@@ -163,7 +186,9 @@ impl Tiers {
                     continue;
                 }
             }
-            if !self.make_disk_room(shared, refetchable) {
+            let spilling = cfg.account.as_ref().map(|a| a.spilling.lock());
+            if !self.make_disk_room(shared, refetchable, true) {
+                drop(spilling);
                 if self.evict_or_keep(shared, victim, refetchable) {
                     continue;
                 }
@@ -172,7 +197,9 @@ impl Tiers {
                 }
                 return Ok(());
             }
-            match self.spill(shared, victim) {
+            let spilled = self.spill(shared, victim);
+            drop(spilling);
+            match spilled {
                 Ok(()) => {
                     self.disk_clock.push_back(victim);
                     self.cleaning_paused = false;
@@ -189,7 +216,51 @@ impl Tiers {
                 }
             }
         }
-        Ok(())
+    }
+
+    /// One step of the cache's global hand in this buffer (see `account.rs`): gives up its
+    /// coldest RAM segment (spilled, or dropped if the source can be read again and the disk
+    /// has no room), or (`disk`) the coldest spilled segment of a source that can be read
+    /// again. Whether a segment was freed.
+    pub(crate) fn give_up(&mut self, shared: &Shared, disk: bool) -> bool {
+        let refetchable = matches!(shared.filler, Filler::Ranged(_));
+        if disk {
+            if !refetchable {
+                return false;
+            }
+            let Some(victim) = pick(&mut self.disk_clock, shared) else {
+                return false;
+            };
+            self.evict(shared, victim);
+            return true;
+        }
+        let Some(victim) = pick(&mut self.clock, shared) else {
+            return false;
+        };
+        if self.clean.remove(&victim) {
+            self.settle_clean(shared, victim);
+            return true;
+        }
+        let spilling = shared.config.account.as_ref().map(|a| a.spilling.lock());
+        if !self.make_disk_room(shared, refetchable, false) {
+            drop(spilling);
+            return self.evict_or_keep(shared, victim, refetchable);
+        }
+        let spilled = self.spill(shared, victim);
+        drop(spilling);
+        match spilled {
+            Ok(()) => {
+                self.disk_clock.push_back(victim);
+                true
+            }
+            Err(error) => {
+                shared.spill_failed(Error::Spill {
+                    offset: victim << shared.config.shift,
+                    error: Arc::new(error),
+                });
+                self.evict_or_keep(shared, victim, refetchable)
+            }
+        }
     }
 
     /// A victim with no room on disk: a range source drops it (and fetches it again if read),
@@ -243,7 +314,26 @@ impl Tiers {
 
     /// Whether one more segment fits the disk budget; for a source that can be read again,
     /// evicts the coldest spilled segments to make it fit.
-    fn make_disk_room(&mut self, shared: &Shared, refetchable: bool) -> bool {
+    ///
+    /// In a cache, the disk is the cache's: this buffer's coldest spilled segment goes if it
+    /// can be fetched again, else (`global`) the global hand's choice; a step of the global
+    /// hand itself (`give_up`) looks no further than its own buffer.
+    fn make_disk_room(&mut self, shared: &Shared, refetchable: bool, global: bool) -> bool {
+        if let Some(account) = &shared.config.account {
+            while account.disk_full() {
+                if refetchable {
+                    if let Some(victim) = pick(&mut self.disk_clock, shared) {
+                        self.evict(shared, victim);
+                        continue;
+                    }
+                }
+                let me = identity(shared);
+                if !global || !account.reclaim(me, &mut |disk| self.give_up(shared, disk), true) {
+                    return false;
+                }
+            }
+            return true;
+        }
         let capacity = shared.config.disk_budget / shared.config.segment_size as u64;
         while (self.disk_clock.len() + self.clean.len() + self.cleaning.len()) as u64 >= capacity {
             if !refetchable {
@@ -319,6 +409,38 @@ impl Tiers {
                 shared.storage()?.discard(offset, len)
             }
         }
+    }
+}
+
+/// A buffer as a member of a cache's account: the global hand's steps in it.
+impl Member for Shared {
+    fn give_up(&self, disk: bool, wait: bool) -> bool {
+        let tiers = if wait {
+            Some(self.tiers.lock())
+        } else {
+            self.tiers.try_lock()
+        };
+        tiers.is_some_and(|mut tiers| tiers.give_up(self, disk))
+    }
+
+    fn last_used_ms(&self) -> &crate::sync::AtomicU64 {
+        &self.last_used_ms
+    }
+
+    fn holds_ram(&self) -> bool {
+        self.buffers.live.load(Ordering::Relaxed) > 0
+    }
+
+    fn could_give_up(&self, disk: bool) -> bool {
+        if disk {
+            matches!(self.filler, Filler::Ranged(_)) && self.storage.get().is_some()
+        } else {
+            self.holds_ram()
+        }
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
     }
 }
 

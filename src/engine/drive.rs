@@ -10,6 +10,7 @@
 
 use std::sync::Weak;
 
+use crate::engine::workers::Workers;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 
 /// The pulling thread's mailbox: what it is asked for, and whether it runs. Shared by the
@@ -44,6 +45,7 @@ impl Drive {
         owner: &Weak<S>,
         need: u64,
         step: Step<S>,
+        workers: Option<&Workers>,
     ) -> std::io::Result<()> {
         self.need.fetch_max(need, Ordering::SeqCst);
         if self.running.swap(true, Ordering::SeqCst) {
@@ -52,7 +54,15 @@ impl Drive {
         let (drive, owner) = (self.clone(), owner.clone());
         let run = move || drive.run(owner, step);
         #[cfg(not(loom))]
-        let started = crate::sync::spawn("sparsebuf-pull", run);
+        let started = match workers {
+            // The thread ends when no task wants more, so it is a job like any other.
+            Some(workers) => workers
+                .submit(Box::new(run))
+                .map_err(|_| std::io::Error::other("no worker thread could be started")),
+            None => crate::sync::spawn("sparsebuf-pull", run),
+        };
+        #[cfg(loom)]
+        let _ = workers;
         #[cfg(loom)]
         let started = crate::sync::spawn_joinable("sparsebuf-pull", run)
             .map(|handle| self.started.lock().push(handle));
@@ -126,20 +136,20 @@ mod tests {
         });
         let weak = std::sync::Arc::downgrade(&owner);
         let drive = Arc::new(Drive::new());
-        drive.request(&weak, 100, step).unwrap();
+        drive.request(&weak, 100, step, None).unwrap();
         eventually("the thread", || {
             owner.began.load(std::sync::atomic::Ordering::SeqCst)
         });
         // The thread is pulling: a task that needs more leaves it to that thread.
-        drive.request(&weak, 250, step).unwrap();
-        drive.request(&weak, 200, step).unwrap();
+        drive.request(&weak, 250, step, None).unwrap();
+        drive.request(&weak, 200, step, None).unwrap();
         tx.send(()).unwrap();
         eventually("the thread", || {
             !drive.running.load(Ordering::SeqCst) && Arc::strong_count(&drive) == 1
         });
         assert_eq!(*owner.needs.lock().unwrap(), [100, 250]);
         // Idle, the next request starts a thread again.
-        drive.request(&weak, 300, step).unwrap();
+        drive.request(&weak, 300, step, None).unwrap();
         eventually("the thread", || owner.needs.lock().unwrap().len() == 3);
         assert_eq!(owner.needs.lock().unwrap()[2], 300);
     }
@@ -155,7 +165,7 @@ mod tests {
         let weak = std::sync::Arc::downgrade(&owner);
         drop(owner);
         let drive = Arc::new(Drive::new());
-        drive.request(&weak, 100, step).unwrap();
+        drive.request(&weak, 100, step, None).unwrap();
         eventually("the thread", || {
             !drive.running.load(Ordering::SeqCst) && Arc::strong_count(&drive) == 1
         });

@@ -6,8 +6,10 @@
 
 use std::io::{self, Read};
 use std::ops::Range;
+use std::sync::Weak;
 use std::time::Instant;
 
+use crate::engine::account::Account;
 use crate::engine::shared::{Ranged, Shared, SourceStream, State};
 use crate::engine::streams::{Open, Streams, Take, Ticket};
 use crate::error::Error;
@@ -168,12 +170,29 @@ struct Progress {
 
 /// The run with one vectored read, then each segment published.
 fn fetch_run(shared: &Shared, ranged: &Ranged, plan: &Plan, ahead: bool, progress: &mut Progress) {
-    let mut bufs: Vec<_> = {
-        let mut tiers = shared.tiers.lock();
-        plan.wants[..plan.fetched]
-            .iter()
-            .map(|_| tiers.take(false))
-            .collect()
+    let mut bufs: Vec<_> = match shared.account() {
+        // In a cache, each buffer needs room in the cache's RAM first. Only the first waits
+        // for it: the run is cut where the room ends (its other segments stay holes for the
+        // next claim), as buffers reserved for it and not yet published cannot be reclaimed.
+        Some(account) => {
+            let mut bufs = Vec::with_capacity(plan.fetched);
+            for i in 0..plan.fetched {
+                if i == 0 {
+                    account.reserve(shared);
+                } else if !account.try_reserve() {
+                    break;
+                }
+                bufs.push(shared.tiers.lock().take(false));
+            }
+            bufs
+        }
+        None => {
+            let mut tiers = shared.tiers.lock();
+            plan.wants[..plan.fetched]
+                .iter()
+                .map(|_| tiers.take(false))
+                .collect()
+        }
     };
     let mut got = {
         let mut dsts: Vec<&mut [u8]> = bufs
@@ -221,6 +240,9 @@ fn fetch_streamed(
             continue;
         }
         let (want, start) = (plan.wants[i], segment << plan.shift);
+        if let Some(account) = shared.account() {
+            account.reserve(shared);
+        }
         let mut buf = shared.tiers.lock().take(false);
         let mut n = 0;
         while n < want {
@@ -336,6 +358,7 @@ fn take_stream(
 /// fetch that comes to its position.
 fn open_ahead(ranged: &Ranged, ticket: Ticket) {
     let (source, streams) = (ranged.source.clone(), ranged.streams.clone());
+    let cache = ranged.cache.clone();
     let id = ticket.id();
     let run = move || {
         let opened = call_with(ticket.at, || source.open_at(ticket.at, ticket.len));
@@ -344,7 +367,7 @@ fn open_ahead(ranged: &Ranged, ticket: Ticket) {
                 let (dropped, reaper) = streams.give_back(ticket.opened(reader), Instant::now());
                 drop(dropped);
                 if reaper {
-                    start_reaper(&streams);
+                    start_reaper(&streams, cache.as_ref());
                 }
             }
             // A failed open is not an error of any read: the fetch that comes here opens its
@@ -352,7 +375,15 @@ fn open_ahead(ranged: &Ranged, ticket: Ticket) {
             _ => streams.forget(id),
         }
     };
-    if crate::sync::spawn("sparsebuf-open", run).is_err() {
+    let started = match ranged.cache.as_ref() {
+        // A cache's worker, only if one takes it at once: a fetch will wait for this stream,
+        // and that fetch may itself be a job of the same workers.
+        Some(cache) => cache
+            .upgrade()
+            .is_some_and(|account| account.workers.submit_now(Box::new(run)).is_ok()),
+        None => crate::sync::spawn("sparsebuf-open", run).is_ok(),
+    };
+    if !started {
         ranged.streams.forget(id);
     }
 }
@@ -368,16 +399,40 @@ fn retire(ranged: &Ranged, open: Open<SourceStream>, keep: bool) {
     let (dropped, reaper) = ranged.streams.give_back(open, Instant::now());
     drop(dropped);
     if reaper {
-        start_reaper(&ranged.streams);
+        start_reaper(&ranged.streams, ranged.cache.as_ref());
     }
 }
 
-/// A thread that closes the responses nobody read for a while (see `Streams::start_reaper`).
-fn start_reaper(streams: &Arc<Streams<SourceStream>>) {
+/// A thread that closes the responses nobody read for a while (see `Streams::start_reaper`),
+/// or, in a cache, rounds of the same on its workers.
+fn start_reaper(streams: &Arc<Streams<SourceStream>>, cache: Option<&Weak<Account>>) {
     #[cfg(not(loom))]
-    streams.start_reaper();
+    match cache {
+        Some(cache) => reap_later(streams.clone(), cache.clone()),
+        None => streams.start_reaper(),
+    }
     #[cfg(loom)]
-    let _ = streams;
+    let _ = (streams, cache);
+}
+
+/// A reaper's round on the cache's workers in a quarter of the idle time, and the next round
+/// after it while streams stay idle.
+#[cfg(not(loom))]
+fn reap_later(streams: Arc<Streams<SourceStream>>, cache: Weak<Account>) {
+    let Some(account) = cache.upgrade() else {
+        // The cache is gone: the idle streams close with their buffer.
+        return;
+    };
+    let round = move || {
+        let (dropped, left) = streams.reap(Instant::now());
+        drop(dropped);
+        if left {
+            reap_later(streams, cache);
+        }
+    };
+    account
+        .workers
+        .after(crate::engine::streams::IDLE / 4, Box::new(round));
 }
 
 /// Publishes segment `i` of the run (`segment`) with the `n` bytes fetched into `buf`, or gives

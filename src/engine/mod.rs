@@ -20,6 +20,10 @@
 //! 8. `taps.rs`: consumers fed by the producer. `feed.rs`: how a consumer cuts the stream
 //!    into chunks. `blocking.rs`: blocking work off an async task.
 //!
+//! 9. `account.rs`: a cache's shared budgets, spill file and members, and the global hand that
+//!    keeps their sum within the budgets. `flight.rs`: the keyed, single-flight set of members.
+//!    `workers.rs`: the fixed set of threads a cache's background jobs run on.
+//!
 //! `impl Shared` lives in `shared.rs`, `read.rs` and `poll.rs`.
 //!
 //! # Lock order
@@ -33,6 +37,7 @@
 //! consumer's own lock is taken by the producer with no lock of the buffer held (its role
 //! aside), and it takes the index lock inside.
 
+pub(crate) mod account;
 pub(crate) mod ahead;
 pub(crate) mod append;
 #[cfg(feature = "tokio")]
@@ -42,6 +47,7 @@ pub(crate) mod budget;
 pub(crate) mod drive;
 pub(crate) mod feed;
 pub(crate) mod fetch;
+pub(crate) mod flight;
 pub(crate) mod holds;
 #[cfg(feature = "tokio")]
 pub(crate) mod poll;
@@ -54,3 +60,4 @@ pub(crate) mod shared;
 pub(crate) mod spiller;
 pub(crate) mod streams;
 pub(crate) mod taps;
+pub(crate) mod workers;

@@ -76,7 +76,8 @@ impl Shared {
     /// Asks for the stream to be pulled up to `need` by a background thread (see `drive.rs`);
     /// returns at once. `Err` if no thread could be started.
     pub(crate) fn pull_in_background(&self, need: u64) -> io::Result<()> {
-        self.drive.request(&self.me, need, Shared::pull_to)
+        self.drive
+            .request(&self.me, need, Shared::pull_to, self.workers())
     }
 
     /// The pulling thread's step: pulls to `need`, clipped to a known end (a task's read may

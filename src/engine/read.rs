@@ -353,7 +353,8 @@ impl Shared {
             return;
         }
         if let Some(range) = self.clamp_ahead(range) {
-            self.ahead.request(&self.me, range, Shared::fill_ahead_step);
+            self.ahead
+                .request(&self.me, range, Shared::fill_ahead_step, self.workers());
         }
     }
 

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::engine::account::Account;
+use crate::sync::Arc;
 use crate::validators::Validators;
 
 /// Default segment size: 64 KiB.
@@ -33,4 +35,6 @@ pub(crate) struct Config {
     /// What identifies the resource, for a buffer that is not over a range source (which
     /// reports its own).
     pub(crate) validators: Validators,
+    /// The cache the buffer belongs to, whose budgets, spill file and workers it shares.
+    pub(crate) account: Option<Arc<Account>>,
 }

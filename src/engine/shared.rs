@@ -6,6 +6,7 @@ use std::io;
 use std::ops::Range;
 use std::sync::Weak;
 
+use crate::engine::account::Account;
 use crate::engine::ahead::Ahead;
 #[cfg(feature = "tokio")]
 use crate::engine::drive::Drive;
@@ -15,13 +16,16 @@ use crate::engine::settings::Config;
 use crate::engine::spiller::Spiller;
 use crate::engine::streams::{Limits, Streams};
 use crate::engine::taps::Taps;
+use crate::engine::workers::Workers;
 use crate::error::{context, Error};
 use crate::source::RangeSource;
 use crate::stats::Stats;
+use crate::store::arena::Region;
 use crate::store::buffers::{BufferCounts, Pool};
 use crate::store::index::{Index, Location};
 use crate::store::marks::Marks;
-use crate::store::spill::{FileStorage, Spill, SpillStorage};
+use crate::store::spill::{FileStorage, SpillStorage};
+use crate::store::storage::Spill;
 use crate::store::tiers::Tiers;
 use crate::sync::{Arc, AtomicBool, AtomicU64, IndexLock, Mutex, OnceLock, Ordering};
 use crate::validators::Validators;
@@ -79,10 +83,17 @@ pub(crate) struct Shared {
     pub(in crate::engine) validators: Validators,
     /// This very `Shared`, for the background threads to hold weakly.
     pub(in crate::engine) me: Weak<Shared>,
+    /// In a cache: when the buffer was last looked up or seen in use, in the account's clock.
+    pub(in crate::engine) last_used_ms: AtomicU64,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        if let Some(account) = &self.config.account {
+            // Its RAM goes with it; the account stops counting it.
+            let live = self.buffers.live.load(Ordering::Relaxed);
+            account.ram.live.fetch_sub(live, Ordering::Relaxed);
+        }
         self.ahead.close();
         self.spiller.close();
         if let Filler::Ranged(ranged) = &self.filler {
@@ -114,18 +125,27 @@ pub(crate) struct Ranged {
     /// The source answered `open_at` with `None`: it has no streams, every fetch is one
     /// `read_vectored_at` of its run.
     pub(in crate::engine) no_streams: AtomicBool,
+    /// The cache whose workers open streams ahead and reap idle ones (`None`: threads of
+    /// their own).
+    pub(in crate::engine) cache: Option<Weak<Account>>,
 }
 
 /// A stream opened by a range source.
 pub(crate) type SourceStream = Box<dyn std::io::Read + Send>;
 
 impl Ranged {
-    pub(crate) fn new(source: Arc<dyn RangeSource>, max_fetches: usize, limits: Limits) -> Self {
+    pub(crate) fn new(
+        source: Arc<dyn RangeSource>,
+        max_fetches: usize,
+        limits: Limits,
+        cache: Option<&Arc<Account>>,
+    ) -> Self {
         Ranged {
             source,
             max_fetches,
             streams: Arc::new(Streams::new(limits)),
             no_streams: AtomicBool::new(false),
+            cache: cache.map(Arc::downgrade),
         }
     }
 }
@@ -236,6 +256,23 @@ pub(crate) enum Want {
 /// What the handles above the engine ask of it: read-only views and snapshots (the fields stay
 /// the engine's own).
 impl Shared {
+    /// The cache the buffer belongs to.
+    pub(crate) fn account(&self) -> Option<&Arc<Account>> {
+        self.config.account.as_ref()
+    }
+
+    /// The workers background jobs run on: the cache's, or `None` (a thread each).
+    pub(crate) fn workers(&self) -> Option<&Workers> {
+        self.config.account.as_ref().map(|a| &a.workers)
+    }
+
+    /// Marks a cache's member as used now (a lookup).
+    pub(crate) fn mark_used(&self) {
+        if let Some(account) = &self.config.account {
+            self.last_used_ms.store(account.now_ms(), Ordering::Relaxed);
+        }
+    }
+
     /// The settings the buffer runs with.
     pub(crate) fn config(&self) -> &Config {
         &self.config
@@ -377,7 +414,13 @@ impl Shared {
         storage: Option<Arc<dyn SpillStorage>>,
     ) -> Arc<Shared> {
         let buffers = Arc::new(BufferCounts::default());
-        let pool = Pool::new(config.segment_size, buffers.clone());
+        let pool = match &config.account {
+            Some(account) => {
+                Pool::in_cache(config.segment_size, buffers.clone(), account.ram.clone())
+            }
+            None => Pool::new(config.segment_size, buffers.clone()),
+        };
+        let last_used_ms = AtomicU64::new(config.account.as_ref().map_or(0, |a| a.now_ms()));
         let storage_cell = OnceLock::new();
         if let Some(storage) = storage {
             let _ = storage_cell.set(Spill::Custom(storage));
@@ -421,6 +464,7 @@ impl Shared {
             drive: Arc::new(Drive::new()),
             validators,
             me: me.clone(),
+            last_used_ms,
         })
     }
 
@@ -428,6 +472,10 @@ impl Shared {
     pub(crate) fn storage(&self) -> io::Result<&Spill> {
         if let Some(storage) = self.storage.get() {
             return Ok(storage);
+        }
+        if let Some(account) = &self.config.account {
+            let region = Region::new(account.arena()?);
+            return Ok(self.storage.get_or_init(|| Spill::Region(region)));
         }
         let dir = &self.config.spill_dir;
         let created = FileStorage::new_in(dir)

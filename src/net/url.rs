@@ -11,6 +11,7 @@ use ureq::{Agent, Body, BodyReader};
 
 use crate::buffer::StreamBuffer;
 use crate::builder::Builder;
+use crate::cache::Cache;
 use crate::fanout::retry::RetryPolicy;
 use crate::net::http_errors::{io_error, status_error};
 use crate::source::RangeSource;
@@ -21,6 +22,32 @@ const CONNECT: Duration = Duration::from_secs(10);
 const RESPONSE: Duration = Duration::from_secs(30);
 /// The longest a body may stall between two reads.
 const STALL: Duration = Duration::from_secs(30);
+
+impl Cache {
+    /// The buffer of the resource at `url` (feature `client`), keyed by the URL: built with
+    /// [`Builder::build_url`] on the first open (a ranged source if the server serves ranges,
+    /// else one forward read), shared by the opens that follow, and by concurrent ones, which
+    /// wait for the first (single flight; see [`Cache::open_stream`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cache = sparsebuf::Cache::builder().memory_budget(256 << 20).build()?;
+    /// let film = cache.open_url("http://127.0.0.1:9000/media/film.mp4")?;
+    /// let again = cache.open_url("http://127.0.0.1:9000/media/film.mp4")?; // no new probe
+    /// assert_eq!(film.len(), again.len());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`Builder::build_url`]; a waiting open gets an error of the same kind and
+    /// message.
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+    pub fn open_url(&self, url: &str) -> io::Result<StreamBuffer> {
+        self.open_with(url, |builder| builder.build_url(url))
+    }
+}
 
 impl Builder {
     /// A buffer over the resource at `url` (`http://` or `https://`), with this builder's

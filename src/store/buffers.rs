@@ -17,7 +17,12 @@ const SPARES: usize = 1;
 pub(crate) struct Pool {
     size: usize,
     spare: Vec<BytesMut>,
+    /// How many spare buffers it keeps: [`SPARES`], or none for a buffer of a cache (thousands
+    /// of idle buffers would each keep one).
+    spares: usize,
     counts: Arc<BufferCounts>,
+    /// The cache's counts, which every member's buffers add to.
+    also: Option<Arc<BufferCounts>>,
 }
 
 /// Live and peak numbers of segment buffers, shared with `stats`. Relaxed atomics: they are
@@ -33,7 +38,25 @@ impl Pool {
         Pool {
             size,
             spare: Vec::with_capacity(SPARES),
+            spares: SPARES,
             counts,
+            also: None,
+        }
+    }
+
+    /// A pool of a cache's member: no spares, and every buffer counted in `cache` too (raised
+    /// by the cache when it reserves room for the buffer, lowered here when it is freed).
+    pub(crate) fn in_cache(
+        size: usize,
+        counts: Arc<BufferCounts>,
+        cache: Arc<BufferCounts>,
+    ) -> Self {
+        Pool {
+            size,
+            spare: Vec::new(),
+            spares: 0,
+            counts,
+            also: Some(cache),
         }
     }
 
@@ -57,15 +80,23 @@ impl Pool {
         BytesMut::with_capacity(self.size)
     }
 
+    /// Counts a new buffer (a cache's count was raised already, when the room for it was
+    /// reserved).
     fn count_new(&self) {
         let live = self.counts.live.fetch_add(1, Ordering::Relaxed) + 1;
         self.counts.peak.fetch_max(live, Ordering::Relaxed);
     }
 
+    fn count_freed(&self) {
+        for counts in std::iter::once(&self.counts).chain(&self.also) {
+            counts.live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Takes back a segment's buffer. It is kept for reuse if nobody else holds it and it is a
     /// whole segment; otherwise it is released (a clone held elsewhere frees it when dropped).
     pub(crate) fn give(&mut self, data: Bytes) {
-        if self.spare.len() < SPARES {
+        if self.spare.len() < self.spares {
             if let Ok(buf) = data.try_into_mut() {
                 if buf.len() == self.size {
                     self.spare.push(buf);
@@ -73,12 +104,12 @@ impl Pool {
                 }
             }
         }
-        self.counts.live.fetch_sub(1, Ordering::Relaxed);
+        self.count_freed();
     }
 
     /// Releases a buffer that never reached the index (a dropped partial segment).
     pub(crate) fn forget(&mut self) {
-        self.counts.live.fetch_sub(1, Ordering::Relaxed);
+        self.count_freed();
     }
 }
 

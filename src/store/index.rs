@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use rangemap::RangeSet;
 
 use crate::store::slots::{Evicted, Resident, Slot, SlotTable};
-use crate::store::spill::Spill;
+use crate::store::storage::Spill;
 use crate::sync::{AtomicBool, OnceLock, Ordering};
 
 /// Where a requested byte range stands against what is filled, the four cases of the read path.

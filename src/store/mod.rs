@@ -11,15 +11,20 @@
 //! 4. `buffers.rs`: segment buffers and the pool that recycles them.
 //! 5. `spill.rs`: [`SpillStorage`], the spill file and the maps that read it.
 //! 6. `marks.rs`: where a stream's writes ended, and when they arrived.
+//! 7. `storage.rs`: [`Spill`](storage::Spill), which storage a buffer spills into.
+//! 8. `arena.rs`: one spill file shared by the buffers of a cache, and each buffer's region
+//!    of it.
 //!
 //! Leaves it: `Location` and `SpillStorage` (public); each file's `pub(crate)` items to the
 //! engine, imported from the file that defines them.
 
+pub(crate) mod arena;
 pub(crate) mod buffers;
 pub(crate) mod index;
 pub(crate) mod marks;
 pub(crate) mod slots;
 pub(crate) mod spill;
+pub(crate) mod storage;
 pub(crate) mod tiers;
 
 pub use index::Location;

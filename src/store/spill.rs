@@ -227,6 +227,17 @@ impl FileStorage {
     /// A read-only map of the `len` bytes at `offset`, which `write_at` stored; `None` if the
     /// range does not start on a page or the kernel will not map it (then read with `pread`).
     pub(crate) fn map(&self, offset: u64, len: usize) -> Option<Mapped> {
+        self.map_counted(offset, len, &self.mapped)
+    }
+
+    /// As [`map`](FileStorage::map), counting the map in `live` instead of this file's total
+    /// (a region of a shared file counts its own).
+    pub(crate) fn map_counted(
+        &self,
+        offset: u64,
+        len: usize,
+        live: &Arc<AtomicU64>,
+    ) -> Option<Mapped> {
         if offset % self.page != 0 || len == 0 {
             return None;
         }
@@ -236,10 +247,10 @@ impl FileStorage {
         // the file. Rule 2: the map is read-only. Rule 3: the range is not written again while
         // the map exists (it is dropped with the segment's slot).
         let map = unsafe { MmapOptions::new().offset(offset).len(len).map(&self.file) }.ok()?;
-        self.mapped.fetch_add(len as u64, Ordering::Relaxed);
+        live.fetch_add(len as u64, Ordering::Relaxed);
         Some(Mapped {
             map,
-            live: self.mapped.clone(),
+            live: live.clone(),
         })
     }
 
@@ -250,7 +261,7 @@ impl FileStorage {
 
     /// `parts` one after the other at `offset`, with one `pwritev` (repeated for what a short
     /// write leaves): how many bytes were written, and the error that stopped it, if any.
-    fn write_parts(&self, offset: u64, parts: &[&[u8]]) -> (usize, Option<io::Error>) {
+    pub(crate) fn write_parts(&self, offset: u64, parts: &[&[u8]]) -> (usize, Option<io::Error>) {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if let Err(error) = self
             .check_range(offset, total)
@@ -374,60 +385,6 @@ impl Drop for Mapped {
     fn drop(&mut self) {
         self.live
             .fetch_sub(self.map.len() as u64, Ordering::Relaxed);
-    }
-}
-
-/// The spill storage of a buffer: the default file (whose segments can be mapped), or one
-/// supplied with [`Builder::spill_storage`](crate::Builder::spill_storage).
-pub(crate) enum Spill {
-    File(FileStorage),
-    Custom(Arc<dyn SpillStorage>),
-}
-
-impl Spill {
-    /// A map of a spilled segment's bytes, if the storage is the file and the kernel agrees.
-    pub(crate) fn map(&self, offset: u64, len: usize) -> Option<Mapped> {
-        match self {
-            Spill::File(file) => file.map(offset, len),
-            Spill::Custom(_) => None,
-        }
-    }
-
-    /// Bytes mapped for reads of spilled segments.
-    pub(crate) fn mapped_bytes(&self) -> u64 {
-        match self {
-            Spill::File(file) => file.mapped_bytes(),
-            Spill::Custom(_) => 0,
-        }
-    }
-
-    /// Writes `parts` one after the other at `offset` (a run of adjacent segments): one
-    /// `pwritev` into the file, or a `write_at` per part into a storage of the user's. How many
-    /// bytes were written, and the error that stopped it, if any.
-    pub(crate) fn write_parts(&self, offset: u64, parts: &[&[u8]]) -> (usize, Option<io::Error>) {
-        match self {
-            Spill::File(file) => file.write_parts(offset, parts),
-            Spill::Custom(storage) => {
-                let mut done = 0;
-                for part in parts {
-                    if let Err(error) = storage.write_at(offset + done as u64, part) {
-                        return (done, Some(error));
-                    }
-                    done += part.len();
-                }
-                (done, None)
-            }
-        }
-    }
-}
-
-impl std::ops::Deref for Spill {
-    type Target = dyn SpillStorage;
-    fn deref(&self) -> &(dyn SpillStorage + 'static) {
-        match self {
-            Spill::File(file) => file,
-            Spill::Custom(custom) => &**custom,
-        }
     }
 }
 
