@@ -33,7 +33,7 @@ pub fn allow_scripted_panics() {
 /// The tests' synthetic streams, shared by path.
 #[path = "../../tests/common/generator.rs"]
 mod generator;
-pub use generator::{byte_at, mix};
+pub use generator::{byte_at, mix, Generated};
 
 /// The model's `location` answers, shared by path with `tests/model.rs`.
 #[path = "../../tests/common/location.rs"]
