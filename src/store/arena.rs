@@ -231,7 +231,7 @@ impl SpillStorage for Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        for (_, slot) in self.table.get_mut().drain() {
+        for (_, slot) in self.table.lock().drain() {
             // A failed hole punch only leaves the space allocated; the slot is free all the same.
             let _ = self.arena.release(slot);
         }
