@@ -273,6 +273,39 @@ fn lookups() {
     );
 }
 
+/// RAM a cached buffer costs besides its segments: 10,000 cached buffers of 1000 bytes read to
+/// their end and spilled (a 1 MiB budget keeps almost none of their segments in RAM).
+fn overhead() {
+    let cache = Cache::builder()
+        .memory_budget(1 << 20)
+        .segment_size(4096)
+        .build()
+        .unwrap();
+    let before = status("RssAnon:");
+    for k in 0..10_000u64 {
+        let buf = cache
+            .open_stream(&format!("small/{k}"), move || {
+                Ok(Gen {
+                    seed: k,
+                    pos: 0,
+                    len: 1000,
+                })
+            })
+            .unwrap();
+        buf.fill_to_end().unwrap();
+    }
+    let after = status("RssAnon:");
+    let s = cache.stats();
+    println!(
+        "overhead: 10,000 cached buffers of 1000 bytes: RssAnon +{} KiB, {:.1} KiB per buffer \
+         ({} KiB of it segments in RAM, {} buffers cached)",
+        (after - before) >> 10,
+        (after - before) as f64 / 1024.0 / 10_000.0,
+        s.memory_bytes >> 10,
+        s.streams
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a child run under the descriptor limit passes `child`.
     let args: Vec<String> = std::env::args().collect();
@@ -286,6 +319,7 @@ fn main() {
     }
     lookups();
     hit_reads();
+    overhead();
     scale(buffers);
     let exe = std::env::current_exe().unwrap();
     let status = std::process::Command::new("sh")

@@ -641,3 +641,131 @@ fn a_ranged_read_larger_than_ram_next_to_a_held_stream_stays_within_the_budgets(
         "{s:?}"
     );
 }
+
+#[test]
+fn buffers_outlive_their_cache_and_keep_their_bytes() {
+    let cache = cache(4 * SEG, 64 * SEG as u64);
+    let len = 10 * SEG as u64 + 7;
+    let held = cache.open_stream("k", move || Ok(stream(11, len))).unwrap();
+    let idle = cache
+        .open_stream("idle", move || Ok(stream(12, len)))
+        .unwrap();
+    read_all_checked(&idle, 12, len);
+    drop(idle);
+    drop(cache);
+    // The cache is gone: its idle buffer with it, the held one reads on within the budget.
+    read_all_checked(&held, 11, len);
+    assert!(held.stats().memory_bytes <= 5 * SEG as u64);
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn async_cursors_of_cached_streams_pull_on_the_cache_workers() {
+    use tokio::io::AsyncReadExt;
+    let cache = Cache::builder()
+        .memory_budget(8 * SEG)
+        .threads(1)
+        .build()
+        .unwrap();
+    let len = 40 * SEG as u64 + 3;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bufs: Vec<_> = (0..4u64)
+        .map(|k| {
+            cache
+                .open_stream(&format!("a{k}"), move || Ok(stream(k, len)))
+                .unwrap()
+        })
+        .collect();
+    rt.block_on(async {
+        let tasks: Vec<_> = bufs
+            .iter()
+            .enumerate()
+            .map(|(k, buf)| {
+                let mut reader = buf.async_reader();
+                async move {
+                    let mut all = Vec::new();
+                    reader.read_to_end(&mut all).await.unwrap();
+                    check_generated(k as u64, 0, &all);
+                    all.len() as u64
+                }
+            })
+            .collect();
+        for len_read in futures_join(tasks).await {
+            assert_eq!(len_read, len);
+        }
+    });
+    // One worker thread did every pull.
+    assert_eq!(cache.stats().threads, 1);
+}
+
+/// Runs the futures concurrently on the current task.
+#[cfg(feature = "tokio")]
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+#[cfg(feature = "client")]
+#[test]
+fn concurrent_open_url_of_one_url_probe_once_and_read_exact_bytes() {
+    use common::origin::{Behaviour, Origin};
+    let model: Vec<u8> = (0..3 * MIB).map(|i| byte_at(21, i)).collect();
+    let origin = Origin::start(
+        Arc::new(model.clone()),
+        Behaviour {
+            latency: Duration::from_millis(50),
+            ..Behaviour::default()
+        },
+    );
+    let cache = cache(16 << 20, u64::MAX);
+    let barrier = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8u64)
+        .map(|i| {
+            let (cache, barrier, url) = (cache.clone(), barrier.clone(), origin.url.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                let buf = cache.open_url(&url).unwrap();
+                let at = i * 300_000;
+                let got = buf.read_range(at..at + 100_000).unwrap();
+                check_generated(21, at, &got);
+                buf
+            })
+        })
+        .collect();
+    let bufs: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(cache.len(), 1);
+    let mut all = Vec::new();
+    bufs[0].reader().read_to_end(&mut all).unwrap();
+    assert_eq!(all, model);
+    // One probe for the eight opens; the ranges after it.
+    let probes = origin
+        .log()
+        .iter()
+        .filter(|s| s.range.is_none_or(|(start, _)| start == 0))
+        .count();
+    assert!(probes <= 2, "{:?}", origin.log());
+}

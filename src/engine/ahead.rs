@@ -262,3 +262,47 @@ mod tests {
         assert_eq!(std::sync::Arc::strong_count(&owner), 1);
     }
 }
+
+/// The shared workers' hand-off under loom: a request that comes while a pooled worker is
+/// leaving (no target left) is never lost: the worker either takes it or has left and the
+/// request queues another.
+/// `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_ --target-dir target/loom`
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::engine::workers::Workers;
+
+    /// Records the start of each target stepped; each target takes one step.
+    struct Owner(Mutex<Vec<u64>>);
+
+    fn step(owner: &Owner, target: Range<u64>, _request: u64) -> std::io::Result<u64> {
+        owner.0.lock().push(target.start);
+        Ok(target.end)
+    }
+
+    #[test]
+    fn loom_a_request_while_the_pooled_worker_leaves_is_run() {
+        loom::model(|| {
+            let workers = Arc::new(Workers::new(1));
+            let owner = std::sync::Arc::new(Owner(Mutex::new(Vec::new())));
+            let weak = std::sync::Arc::downgrade(&owner);
+            let ahead = Arc::new(Ahead::new());
+            ahead.request(&weak, 0..16, step, Some(&workers));
+            let other = {
+                let (ahead, weak, workers) = (ahead.clone(), weak.clone(), workers.clone());
+                loom::thread::spawn(move || ahead.request(&weak, 100..116, step, Some(&workers)))
+            };
+            other.join().unwrap();
+            // The later target is stepped, whatever happened to the first.
+            while !owner.0.lock().contains(&100) {
+                loom::thread::yield_now();
+            }
+            ahead.close();
+            drop(weak);
+            match Arc::try_unwrap(workers) {
+                Ok(workers) => workers.close_and_join(),
+                Err(_) => unreachable!("the model holds the only handle"),
+            }
+        });
+    }
+}
