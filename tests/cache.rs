@@ -769,3 +769,52 @@ fn concurrent_open_url_of_one_url_probe_once_and_read_exact_bytes() {
         .count();
     assert!(probes <= 2, "{:?}", origin.log());
 }
+
+#[test]
+fn a_full_disk_keeps_the_bytes_in_ram_and_every_read_exact() {
+    // A 1 MiB tmpfs under a 16 MiB disk budget: spills fail once it is full.
+    let Some(fs) = common::tmpfs::Tmpfs::mount("1m") else {
+        return;
+    };
+    let cache = Cache::builder()
+        .memory_budget(4 * SEG)
+        .disk_budget(16 << 20)
+        .spill_dir(fs.path())
+        .max_wait(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let len = 40 * SEG as u64 + 5;
+    let a = cache.open_stream("a", move || Ok(stream(31, len))).unwrap();
+    read_all_checked(&a, 31, len);
+    let b = cache.open_stream("b", move || Ok(stream(32, len))).unwrap();
+    read_all_checked(&b, 32, len);
+    read_all_checked(&a, 31, len);
+    let s = cache.stats();
+    assert!(s.totals.spill_errors > 0, "{s:?}");
+    assert!(s.disk_bytes <= 1 << 20, "{s:?}");
+}
+
+#[test]
+fn bad_settings_are_invalid_input() {
+    let kind = |b: sparsebuf::CacheBuilder| b.build().unwrap_err().kind();
+    assert_eq!(
+        kind(Cache::builder().segment_size(1000)),
+        io::ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        kind(Cache::builder().segment_size(64)),
+        io::ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        kind(Cache::builder().memory_budget(100)),
+        io::ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        kind(Cache::builder().threads(0)),
+        io::ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        kind(Cache::builder().spill_dir("/nonexistent/sparsebuf")),
+        io::ErrorKind::InvalidInput
+    );
+}

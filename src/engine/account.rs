@@ -392,10 +392,6 @@ impl Account {
                 self.ram.peak.fetch_max(live, Ordering::Relaxed);
                 return;
             }
-            if !counted {
-                counted = true;
-                self.waits.fetch_add(1, Ordering::Relaxed);
-            }
             let gave_up_at = *self.gave_up_at.lock();
             if gave_up_at == Some(seen) || started.elapsed() >= self.limits.max_wait {
                 // Nobody dropped a handle in time (the thread that would may be this one):
@@ -413,6 +409,11 @@ impl Account {
                 self.ram.peak.fetch_max(live, Ordering::Relaxed);
                 return;
             }
+            if !counted {
+                counted = true;
+                self.waits.fetch_add(1, Ordering::Relaxed);
+            }
+            #[cfg_attr(loom, allow(unused_mut))]
             let mut left = self.left.0.lock();
             if *left == seen {
                 // Handles are dropped without telling the cache: look again now and then.

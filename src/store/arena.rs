@@ -129,15 +129,15 @@ impl Region {
         }
     }
 
-    /// Where `segment`'s slot starts, giving it one if it has none.
-    fn slot_for_write(&self, segment: u64) -> io::Result<u64> {
+    /// Where `segment`'s slot starts, giving it one if it has none (`true`: a new one).
+    fn slot_for_write(&self, segment: u64) -> io::Result<(u64, bool)> {
         let mut table = self.table.lock();
         if let Some(&slot) = table.get(&segment) {
-            return Ok(slot << self.arena.shift);
+            return Ok((slot << self.arena.shift, false));
         }
         let slot = self.arena.allocate()?;
         table.insert(segment, slot);
-        Ok(slot << self.arena.shift)
+        Ok((slot << self.arena.shift, true))
     }
 
     /// A read-only map of the `len` bytes at `offset` (within one segment), as
@@ -174,11 +174,22 @@ impl SpillStorage for Region {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut done = 0usize;
         for (segment, within, n) in self.pieces(offset, data.len() as u64)? {
-            let start = self.slot_for_write(segment)?;
+            let (start, new) = self.slot_for_write(segment)?;
             let n = n as usize;
-            self.arena
+            let written = self
+                .arena
                 .file
-                .write_at(start + within, &data[done..done + n])?;
+                .write_at(start + within, &data[done..done + n]);
+            if let Err(error) = written {
+                // A slot given for a write that failed (a full disk) goes back: the segment
+                // stays in RAM, and the slot must not count as the cache's disk.
+                if new {
+                    if let Some(slot) = self.table.lock().remove(&segment) {
+                        let _ = self.arena.release(slot);
+                    }
+                }
+                return Err(error);
+            }
             done += n;
         }
         Ok(())
