@@ -483,6 +483,19 @@ fn threads_and_descriptors_stay_flat_from_10_to_10000_buffers() {
         let len = 5_000 + key % 10_000;
         check_generated(key, len - 100, &buf.read_range(len - 100..len).unwrap());
     }
+    // The cache and its buffers gone, so are its workers and its spill file.
+    drop(held);
+    drop(cache);
+    let start = Instant::now();
+    while threads_and_fds() != (base_threads, base_fds) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "left behind: {:?} against {:?}",
+            threads_and_fds(),
+            (base_threads, base_fds)
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// What the property test does.
