@@ -14,6 +14,8 @@
 //! 7. `storage.rs`: [`Spill`](storage::Spill), which storage a buffer spills into.
 //! 8. `arena.rs`: one spill file shared by the buffers of a cache, and each buffer's region
 //!    of it.
+//! 9. `journal.rs`: the journal of a persistent cache directory (keys, their versions, their
+//!    durable segments and checksums), torn tails and compaction.
 //!
 //! Leaves it: `Location` and `SpillStorage` (public); each file's `pub(crate)` items to the
 //! engine, imported from the file that defines them.
@@ -21,6 +23,7 @@
 pub(crate) mod arena;
 pub(crate) mod buffers;
 pub(crate) mod index;
+pub(crate) mod journal;
 pub(crate) mod marks;
 pub(crate) mod slots;
 pub(crate) mod spill;
