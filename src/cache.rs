@@ -141,6 +141,7 @@ pub struct CacheBuilder {
     idle_ttl: Option<Duration>,
     threads: Option<usize>,
     max_wait: Duration,
+    persist: Option<PathBuf>,
     template: Builder,
 }
 
@@ -155,6 +156,7 @@ impl Default for CacheBuilder {
             idle_ttl: None,
             threads: None,
             max_wait: DEFAULT_MAX_WAIT,
+            persist: None,
             template: Builder::new(),
         }
     }
@@ -218,6 +220,22 @@ impl CacheBuilder {
         self
     }
 
+    /// Keeps the cache in the directory `dir` (created if needed), across restarts and
+    /// crashes: the segments of range sources with validators are written through to one
+    /// sparse file there, each recorded in a journal with the resource's version and the
+    /// segment's checksum once its bytes are synced. The next open of a key, in this process or
+    /// a later one, serves the stored segments whose version still matches the source's (an
+    /// `ETag`, a `Last-Modified`, the length) and whose checksum is still right; anything else
+    /// is fetched again, never served. Forward-only streams are not kept (a partial one could
+    /// not be resumed; see BENCHMARKS.md for what persistence costs). The disk budget bounds
+    /// the directory; keys stored and not open go first when it is full. One process at a time:
+    /// [`build`](CacheBuilder::build) fails with [`io::ErrorKind::WouldBlock`] ("DIR is in use
+    /// by pid N") while another cache holds the directory.
+    pub fn persist(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.persist = Some(dir.into());
+        self
+    }
+
     /// The settings of each buffer's source that the cache does not decide: fetch limits and
     /// request sizes of range sources ([`Builder::max_fetches`], [`Builder::max_request`],
     /// [`Builder::requests_in_flight`]). Budgets, spill directory, segment size and read-ahead
@@ -233,7 +251,9 @@ impl CacheBuilder {
     ///
     /// [`io::ErrorKind::InvalidInput`] if the segment size is not a power of two between 256
     /// bytes and 1 GiB, if the memory budget is smaller than one segment, if `threads` is 0, or
-    /// if an explicit spill directory is not a directory.
+    /// if an explicit spill directory is not a directory. With [`persist`](CacheBuilder::persist),
+    /// [`io::ErrorKind::WouldBlock`] if another cache holds the directory, and the errors of
+    /// opening it.
     pub fn build(self) -> io::Result<Cache> {
         let size = self.segment_size;
         if !size.is_power_of_two() || !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&size) {
@@ -264,6 +284,7 @@ impl CacheBuilder {
             std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
         });
         let account = Account::new(Limits {
+            persist: self.persist,
             memory_budget: self.memory_budget,
             disk_budget: self.disk_budget,
             segment_size: size,
@@ -271,7 +292,7 @@ impl CacheBuilder {
             idle_ttl: self.idle_ttl,
             threads,
             max_wait: self.max_wait,
-        });
+        })?;
         Account::start_sweeps(&account);
         let template = self.template.read_ahead(self.read_ahead);
         // Checked once here, so that the buffers' own checks cannot fail later.
@@ -331,7 +352,9 @@ impl Cache {
         let template = &self.inner.template;
         let member = account.members.open(key, || {
             let builder = template.clone().in_cache(account.clone());
-            let member: Arc<dyn Member> = build(builder)?.shared_arc();
+            let shared = build(builder)?.shared_arc();
+            shared.adopt_stored(key)?;
+            let member: Arc<dyn Member> = shared;
             Ok(member)
         })?;
         Ok(handle(member))
@@ -349,6 +372,7 @@ impl Cache {
         match account.members.remove(key) {
             Some(member) => {
                 account.purges.removed.fetch_add(1, Ordering::Relaxed);
+                member.forget_stored();
                 account.detach(member);
                 true
             }

@@ -32,7 +32,7 @@ use crate::engine::flight::Table;
 use crate::engine::workers::Workers;
 use crate::store::arena::SpillArena;
 use crate::store::buffers::BufferCounts;
-use crate::sync::{Arc, AtomicU64, Condvar, Mutex, OnceLock, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, OnceLock, Ordering};
 
 /// What the account asks of its members (a buffer's shared state, which implements this in
 /// `budget.rs`: the account sits below it and never names it).
@@ -47,6 +47,8 @@ pub(crate) trait Member: Send + Sync + 'static {
     /// Whether it may have something to give up: RAM segments, or (`disk`) spilled segments
     /// of a source that can be read again. A hint, read without locks.
     fn could_give_up(&self, disk: bool) -> bool;
+    /// It leaves the cache for good: its stored segments leave a persistent directory too.
+    fn forget_stored(&self);
     /// Itself, for the cache to hand out as a buffer.
     fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
 }
@@ -55,6 +57,9 @@ pub(crate) trait Member: Send + Sync + 'static {
 pub(crate) fn identity<T: ?Sized>(member: &T) -> *const () {
     member as *const T as *const ()
 }
+
+/// How soon the segments written to a persistent directory are synced and recorded.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(5);
 
 /// The settings of a cache, checked by its builder.
 pub(crate) struct Limits {
@@ -66,6 +71,8 @@ pub(crate) struct Limits {
     pub(crate) threads: usize,
     /// How long a writer waits for a handle to be dropped before going over the budget.
     pub(crate) max_wait: Duration,
+    /// A persistent directory for the spilled and written-through segments.
+    pub(crate) persist: Option<PathBuf>,
 }
 
 /// Why members left the cache (counted in the cache's stats).
@@ -101,18 +108,28 @@ pub(crate) struct Account {
     /// Members taken out of the table whose handles live on: still in the budget, so still
     /// within the hand's reach.
     detached: Mutex<Vec<std::sync::Weak<dyn Member>>>,
+    /// A flush of the persistent directory is scheduled.
+    flush_scheduled: AtomicBool,
     /// Woken when a member leaves the cache.
     left: (Mutex<u64>, Condvar),
     epoch: Instant,
 }
 
 impl Account {
-    pub(crate) fn new(limits: Limits) -> Arc<Self> {
+    /// A cache's account; a persistent one opens (and locks) its directory now.
+    pub(crate) fn new(limits: Limits) -> io::Result<Arc<Self>> {
         let threads = limits.threads;
-        Arc::new(Account {
+        let arena = OnceLock::new();
+        if let Some(dir) = &limits.persist {
+            let opened = SpillArena::persistent(dir, limits.segment_size).map_err(|e| {
+                crate::error::context(e, format!("opening the cache directory {}", dir.display()))
+            })?;
+            let _ = arena.set(Arc::new(opened));
+        }
+        Ok(Arc::new(Account {
             limits,
             ram: Arc::new(BufferCounts::default()),
-            arena: OnceLock::new(),
+            arena,
             arena_lock: Mutex::new(()),
             workers: Workers::new(threads),
             members: Table::new(),
@@ -123,9 +140,10 @@ impl Account {
             gave_up_at: Mutex::new(None),
             spilling: Mutex::new(()),
             detached: Mutex::new(Vec::new()),
+            flush_scheduled: AtomicBool::new(false),
             left: (Mutex::new(0), Condvar::new()),
             epoch: Instant::now(),
-        })
+        }))
     }
 
     /// The shared spill file, created on the first spill.
@@ -191,8 +209,11 @@ impl Account {
         {
             return true;
         }
-        // The disk is full of bytes that exist nowhere else. The least recently used idle
-        // member goes whole.
+        // A persistent directory's keys that are not open go first; then, the disk being
+        // full of bytes that exist nowhere else, the least recently used idle member whole.
+        if self.arena.get().is_some_and(|a| a.forget_dormant()) {
+            return true;
+        }
         self.purge_lru_idle(me)
     }
 
@@ -283,6 +304,7 @@ impl Account {
                 None => return false,
             }
         };
+        purged.value.forget_stored();
         self.purges.pressure.fetch_add(1, Ordering::Relaxed);
         log::debug!(
             "sparsebuf: cache purged {:?} (least recently used, idle)",
@@ -316,7 +338,9 @@ impl Account {
                 let idle_for =
                     now.saturating_sub(entry.value.last_used_ms().load(Ordering::Relaxed));
                 if all || idle_for >= ttl {
-                    purged.push(entries.remove_at(slot));
+                    let entry = entries.remove_at(slot);
+                    entry.value.forget_stored();
+                    purged.push(entry);
                 } else {
                     slot += 1;
                 }
@@ -441,6 +465,29 @@ impl Account {
                 m.upgrade()
                     .is_some_and(|m| identity(&*m) != me && m.holds_ram())
             })
+    }
+
+    /// A persistent directory's segments written since its last flush become durable within
+    /// [`FLUSH_EVERY`]: a flush is scheduled on a worker if none is.
+    pub(crate) fn flush_soon(self: &Arc<Self>) {
+        if self.flush_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let job = move || {
+            if let Some(account) = weak.upgrade() {
+                account.flush_scheduled.store(false, Ordering::Release);
+                if let Some(arena) = account.arena.get() {
+                    if let Err(error) = arena.flush() {
+                        log::warn!("sparsebuf: syncing the cache directory failed: {error}");
+                    }
+                }
+            }
+        };
+        #[cfg(not(loom))]
+        self.workers.after(FLUSH_EVERY, Box::new(job));
+        #[cfg(loom)]
+        drop(job);
     }
 
     /// Purges every idle member and forgets the rest (they live on with their handles): the

@@ -218,6 +218,39 @@ impl Tiers {
         }
     }
 
+    /// Writes `segment`, in RAM, to a persistent cache's directory (see `persist.rs`); it is
+    /// then clean: it leaves RAM with no write. Nothing happens if it left RAM already, or if
+    /// the disk has no room (it is then fetched again after a restart).
+    pub(crate) fn write_through(&mut self, shared: &Shared, segment: u64) {
+        if self.clean.contains(&segment) {
+            return;
+        }
+        let data = match shared.state.read().index.slot(segment) {
+            Some(Slot::Memory(resident)) => resident.data.clone(),
+            _ => return,
+        };
+        let Some(account) = &shared.config.account else {
+            return;
+        };
+        let spilling = account.spilling.lock();
+        if !self.make_disk_room(shared, true, true) {
+            return;
+        }
+        let offset = segment << shared.config.shift;
+        let written = shared.storage().and_then(|s| s.write_at(offset, &data));
+        drop(spilling);
+        match written {
+            Ok(()) => {
+                self.clean.insert(segment);
+                account.flush_soon();
+            }
+            Err(error) => shared.spill_failed(Error::Spill {
+                offset,
+                error: Arc::new(error),
+            }),
+        }
+    }
+
     /// One step of the cache's global hand in this buffer (see `account.rs`): gives up its
     /// coldest RAM segment (spilled, or dropped if the source can be read again and the disk
     /// has no room), or (`disk`) the coldest spilled segment of a source that can be read
@@ -365,7 +398,17 @@ impl Tiers {
     fn drop_segment(&mut self, shared: &Shared, segment: u64, refetch: bool) {
         let evicted = shared.state.write().index.evict(segment, refetch);
         match evicted {
-            Some(Evicted::Ram(data)) => self.pool.give(data),
+            Some(Evicted::Ram(data)) => {
+                self.pool.give(data);
+                if self.clean.remove(&segment) {
+                    // Its copy in the spill storage goes too.
+                    let offset = segment << shared.config.shift;
+                    let len = shared.config.segment_size as u64;
+                    if let Ok(storage) = shared.storage() {
+                        let _ = storage.discard(offset, len);
+                    }
+                }
+            }
             Some(Evicted::Disk { len, map }) => {
                 // Unmapped (outside the index lock) before its space is released.
                 drop(map);
@@ -436,6 +479,12 @@ impl Member for Shared {
             matches!(self.filler, Filler::Ranged(_)) && self.storage.get().is_some()
         } else {
             self.holds_ram()
+        }
+    }
+
+    fn forget_stored(&self) {
+        if let Some(crate::store::storage::Spill::Region(region)) = self.storage.get() {
+            region.forget_on_drop();
         }
     }
 

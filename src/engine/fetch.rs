@@ -307,7 +307,15 @@ fn fetch_streamed(
             );
         let wanted = !taken || ranged.streams.waited_at(open.pos);
         let keep = progress.result.is_ok() && !progress.ended && wanted;
+        let rest = open.pos..open.end;
         retire(ranged, open, keep);
+        if keep && rest.end != u64::MAX && shared.is_persisted() {
+            // A persistent cache keeps what the upstream sends: the rest of this response and
+            // of those opened after it (already on their way) is read into the cache in the
+            // background, not dropped with the connections.
+            let end = ranged.streams.reach(rest.start);
+            shared.request_ahead(rest.start..end.max(rest.end));
+        }
     }
 }
 
@@ -513,6 +521,10 @@ fn publish_segment(
             .fetch_add(n as u64, crate::sync::Ordering::Relaxed);
     }
     shared.publish.notify();
+    if n > 0 {
+        // A persistent cache keeps it (after the readers were woken).
+        shared.write_through(segment);
+    }
 }
 
 /// Reads `dsts` in full at `offset`, as one run, unless the source ends or fails first; returns

@@ -22,7 +22,8 @@
 //!
 //! 9. `account.rs`: a cache's shared budgets, spill file and members, and the global hand that
 //!    keeps their sum within the budgets. `flight.rs`: the keyed, single-flight set of members.
-//!    `workers.rs`: the fixed set of threads a cache's background jobs run on.
+//!    `workers.rs`: the fixed set of threads a cache's background jobs run on. `persist.rs`: a
+//!    persistent cache's buffer adopting its stored segments and writing fetched ones through.
 //!
 //! `impl Shared` lives in `shared.rs`, `read.rs` and `poll.rs`.
 //!
@@ -49,6 +50,7 @@ pub(crate) mod feed;
 pub(crate) mod fetch;
 pub(crate) mod flight;
 pub(crate) mod holds;
+pub(crate) mod persist;
 #[cfg(feature = "tokio")]
 pub(crate) mod poll;
 pub(crate) mod publish;

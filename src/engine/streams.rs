@@ -300,6 +300,26 @@ impl<R> Streams<R> {
         self.returned.notify_all();
     }
 
+    /// How far the responses open or coming at `at` reach, one after the other (bounded
+    /// responses only): where a reader that went on from `at` would stop finding bytes already
+    /// on their way. `at` itself if none is there.
+    pub(crate) fn reach(&self, mut at: u64) -> u64 {
+        let pool = self.pool.lock();
+        for _ in 0..=pool.idle.len() + pool.busy.len() {
+            let next = pool
+                .idle
+                .iter()
+                .find(|i| i.open.pos == at)
+                .map(|i| i.open.end)
+                .or_else(|| pool.busy.iter().find(|b| b.run_end == at).map(|b| b.end));
+            match next {
+                Some(end) if end != u64::MAX && end > at => at = end,
+                _ => break,
+            }
+        }
+        at
+    }
+
     /// Whether a fetch waits for a stream to come back at `pos`.
     pub(crate) fn waited_at(&self, pos: u64) -> bool {
         self.pool.lock().waiting.contains(&pos)

@@ -9,15 +9,28 @@
 //! discards the segment (after the index dropped the segment's map) or is dropped itself (after
 //! its buffer's index, and so every map of it, is gone). A slot handed to another region is
 //! therefore never under a live map of its previous owner.
+//!
+//! # Persistence
+//!
+//! A persistent arena ([`SpillArena::persistent`]) lives in a directory: the slots in a named
+//! file `data`, and a [`Journal`] of which key's segment each durable slot holds, with the
+//! key's version and the segment's checksum. A region of a key whose source has validators gets
+//! an id in the journal ([`SpillArena::adopt`]); each segment it writes becomes durable (the
+//! data synced, then the record appended), each it discards is recorded as dropped before its
+//! slot is reused, and when the region is dropped its segments stay in the directory for the
+//! next open of the key (or are forgotten, when the cache purged it). A named file is never
+//! mapped: another process could shrink it under a map. The directory is locked (`flock`) for
+//! as long as the arena lives: a second arena on it is refused.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io;
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
 use std::path::Path;
 
 use crate::error::invalid_input;
+use crate::store::journal::{Durable, Identity, Journal, Record, State};
 use crate::store::spill::{FileStorage, Mapped, SpillStorage};
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 
 /// A spill file shared by the buffers of a cache, cut into slots of one segment each.
 pub(crate) struct SpillArena {
@@ -26,6 +39,31 @@ pub(crate) struct SpillArena {
     slots: Mutex<Slots>,
     /// Slots in use: the cache's disk usage, read without the lock.
     used: AtomicU64,
+    /// A persistent directory's journal and lock.
+    persist: Option<Persisted>,
+}
+
+/// A persistent arena's directory: its journal, what the journal says, and the lock.
+struct Persisted {
+    book: Mutex<Book>,
+    /// Holds the directory's `flock` for as long as the arena lives.
+    _lock: File,
+}
+
+struct Book {
+    journal: Journal,
+    state: State,
+    /// Records of segments written and not yet synced (see `flush`).
+    pending: Vec<Record>,
+    /// Key ids with a region now (the others are dormant: on disk, not open).
+    live: HashSet<u64>,
+}
+
+/// What [`SpillArena::adopt`] found for a key: its id in the journal, and the segments stored
+/// at the same version (to be checked before they are served).
+pub(crate) struct Adopted {
+    pub(crate) id: u64,
+    pub(crate) segments: Vec<(u64, Durable)>,
 }
 
 /// Which slots are free: those below `next` that were given back, and every one from `next` on.
@@ -43,7 +81,242 @@ impl SpillArena {
             shift: segment_size.trailing_zeros(),
             slots: Mutex::new(Slots::default()),
             used: AtomicU64::new(0),
+            persist: None,
         })
+    }
+
+    /// The arena of the persistent directory `dir` (created if needed): locks it, replays and
+    /// compacts its journal, and counts the slots its durable segments hold as used.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::WouldBlock`] if another arena (in this process or another) holds the
+    /// directory, naming that process; any I/O error.
+    pub(crate) fn persistent(dir: &Path, segment_size: usize) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let lock = lock_dir(dir)?;
+        let data = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("data"))?;
+        let (journal, mut state) = Journal::open(&dir.join("journal"))?;
+        let shift = segment_size.trailing_zeros();
+        // Keys stored with another segment size cannot be adopted: forgotten now.
+        let other_size: Vec<u64> = state
+            .keys
+            .iter()
+            .filter(|(_, k)| k.identity.segment_size as usize != segment_size)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in other_size {
+            state.apply(&Record::Forget { id });
+        }
+        let used: HashSet<u64> = state
+            .keys
+            .values()
+            .flat_map(|k| k.segments.values().map(|d| d.slot))
+            .collect();
+        let next = used.iter().max().map_or(0, |m| m + 1);
+        let free: Vec<u64> = (0..next).rev().filter(|s| !used.contains(s)).collect();
+        // Slots past what the journal knows hold nothing: the file's length covers `next`.
+        let len = data.metadata()?.len().max(next << shift);
+        let mut journal = journal;
+        journal.compact(&state)?;
+        Ok(SpillArena {
+            file: FileStorage::from_named(data, len),
+            shift,
+            slots: Mutex::new(Slots { next, free }),
+            used: AtomicU64::new(used.len() as u64),
+            persist: Some(Persisted {
+                book: Mutex::new(Book {
+                    journal,
+                    state,
+                    pending: Vec::new(),
+                    live: HashSet::new(),
+                }),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Whether the arena lives in a persistent directory.
+    pub(crate) fn is_persistent(&self) -> bool {
+        self.persist.is_some()
+    }
+
+    /// The id of `key` at version `identity`, and the segments stored at that version (not
+    /// yet checked). A key stored at another version is forgotten and its slots released; a
+    /// key not stored (or open in another region) gets a new id.
+    pub(crate) fn adopt(&self, key: &str, identity: Identity) -> io::Result<Adopted> {
+        let Some(persist) = &self.persist else {
+            return Err(invalid_input("not a persistent cache"));
+        };
+        let mut book = persist.book.lock();
+        let found = book
+            .state
+            .keys
+            .iter()
+            .find(|(_, k)| k.key == key)
+            .map(|(&id, k)| (id, k.identity == identity));
+        let mut released = Vec::new();
+        let adopted = match found {
+            Some((id, true)) if !book.live.contains(&id) => {
+                let segments = book.state.keys[&id]
+                    .segments
+                    .iter()
+                    .map(|(&s, &d)| (s, d))
+                    .collect();
+                Adopted { id, segments }
+            }
+            other => {
+                if let Some((id, _)) = other {
+                    if !book.live.contains(&id) {
+                        released.extend(book.state.keys[&id].segments.values().map(|d| d.slot));
+                        book.record(Record::Forget { id })?;
+                    }
+                }
+                let id = book.state.next_id;
+                book.record(Record::Key {
+                    id,
+                    key: key.to_owned(),
+                    identity,
+                })?;
+                Adopted {
+                    id,
+                    segments: Vec::new(),
+                }
+            }
+        };
+        book.live.insert(adopted.id);
+        drop(book);
+        for slot in released {
+            let _ = self.release(slot);
+        }
+        Ok(adopted)
+    }
+
+    /// Whether the durable segment `d` still holds the bytes it was stored with.
+    pub(crate) fn check(&self, d: Durable) -> bool {
+        let mut buf = vec![0u8; d.len as usize];
+        d.len as u64 <= 1 << self.shift
+            && self.file.read_at(d.slot << self.shift, &mut buf).is_ok()
+            && crc32c::crc32c(&buf) == d.crc
+    }
+
+    /// The segment `segment` of key `id` was just written to `slot`: its record waits for the
+    /// next [`flush`](SpillArena::flush), which syncs the data first (one sync covers every
+    /// segment written since the last).
+    fn made_durable(&self, id: u64, segment: u64, slot: u64, data: &[u8]) -> io::Result<()> {
+        let Some(persist) = &self.persist else {
+            return Ok(());
+        };
+        let record = Record::Segment {
+            id,
+            segment,
+            slot,
+            len: data.len() as u32,
+            crc: crc32c::crc32c(data),
+        };
+        persist.book.lock().pending.push(record);
+        Ok(())
+    }
+
+    /// Makes the segments written since the last flush durable: the data file synced, then
+    /// their records appended.
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        let Some(persist) = &self.persist else {
+            return Ok(());
+        };
+        let mut book = persist.book.lock();
+        if book.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut book.pending);
+        drop(book);
+        self.file.sync_data()?;
+        let mut book = persist.book.lock();
+        for record in pending {
+            // A segment dropped meanwhile was taken out of the pending ones (`dropping`); one
+            // of a key forgotten meanwhile is ignored by the state.
+            book.record(record)?;
+        }
+        Ok(())
+    }
+
+    /// Segment `segment` of key `id` is about to leave its slot: recorded first (or, if its
+    /// own record still waits for a flush, that record is taken back).
+    fn dropping(&self, id: u64, segment: u64) -> io::Result<()> {
+        let Some(persist) = &self.persist else {
+            return Ok(());
+        };
+        let mut book = persist.book.lock();
+        let pending = book.pending.len();
+        book.pending.retain(
+            |r| !matches!(r, Record::Segment { id: i, segment: s, .. } if *i == id && *s == segment),
+        );
+        if book.pending.len() < pending {
+            return Ok(());
+        }
+        book.record(Record::Drop { id, segment })
+    }
+
+    /// Key `id`'s region is gone: `forget` it (its slots are released by the caller), or keep
+    /// it in the directory, dormant; the slots that must go back either way (those the journal
+    /// does not hold for it).
+    fn closed(&self, id: u64, forget: bool, slots: Vec<(u64, u64)>) -> Vec<u64> {
+        let Some(persist) = &self.persist else {
+            return slots.into_iter().map(|(_, slot)| slot).collect();
+        };
+        if !forget {
+            // What it wrote is kept: made durable now.
+            let _ = self.flush();
+        }
+        let mut book = persist.book.lock();
+        book.live.remove(&id);
+        if forget || !book.state.keys.contains_key(&id) {
+            if book.state.keys.contains_key(&id) {
+                let _ = book.record(Record::Forget { id });
+            }
+            return slots.into_iter().map(|(_, slot)| slot).collect();
+        }
+        let kept = &book.state.keys[&id].segments;
+        slots
+            .into_iter()
+            .filter(|(segment, slot)| kept.get(segment).is_none_or(|d| d.slot != *slot))
+            .map(|(_, slot)| slot)
+            .collect()
+    }
+
+    /// Forgets a dormant key (stored, not open), the one stored first, releasing its slots:
+    /// room on a full disk. Whether there was one.
+    pub(crate) fn forget_dormant(&self) -> bool {
+        let Some(persist) = &self.persist else {
+            return false;
+        };
+        let mut book = persist.book.lock();
+        let dormant = book
+            .state
+            .keys
+            .iter()
+            .filter(|(id, k)| !book.live.contains(id) && !k.segments.is_empty())
+            .map(|(&id, _)| id)
+            .min();
+        let Some(id) = dormant else {
+            return false;
+        };
+        let slots: Vec<u64> = book.state.keys[&id]
+            .segments
+            .values()
+            .map(|d| d.slot)
+            .collect();
+        let _ = book.record(Record::Forget { id });
+        drop(book);
+        for slot in slots {
+            let _ = self.release(slot);
+        }
+        true
     }
 
     /// Slots in use (each one segment of the spill file).
@@ -83,6 +356,51 @@ impl SpillArena {
     }
 }
 
+impl Drop for SpillArena {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+impl Book {
+    /// Appends `record` and applies it; compacts the journal when it has grown.
+    fn record(&mut self, record: Record) -> io::Result<()> {
+        self.state.apply(&record);
+        self.journal.append(&record)?;
+        if self.journal.wants_compaction() {
+            self.journal.compact(&self.state)?;
+        }
+        Ok(())
+    }
+}
+
+/// Locks `dir` for this process (`flock` on `dir/lock`, which names the process).
+fn lock_dir(dir: &Path) -> io::Result<File> {
+    use rustix::fs::{flock, FlockOperation};
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("lock"))?;
+    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "{} is in use by pid {} (one process per cache directory)",
+                dir.display(),
+                pid.trim()
+            ),
+        ));
+    }
+    file.set_len(0)?;
+    file.seek(io::SeekFrom::Start(0))?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
 /// One buffer's view of an arena: its segment `i` lives in whichever slot it was given when
 /// first written. Dropped with the buffer, it gives all its slots back.
 pub(crate) struct Region {
@@ -91,7 +409,13 @@ pub(crate) struct Region {
     table: Mutex<HashMap<u64, u64>>,
     /// Bytes mapped for this buffer's reads.
     mapped: std::sync::Arc<AtomicU64>,
+    /// In a persistent arena, the key's id in the journal (`u64::MAX`: not persisted).
+    id: AtomicU64,
+    /// The cache purged the buffer: its segments leave the directory with it.
+    forget: AtomicBool,
 }
+
+const NOT_PERSISTED: u64 = u64::MAX;
 
 impl Region {
     pub(crate) fn new(arena: Arc<SpillArena>) -> Self {
@@ -99,7 +423,38 @@ impl Region {
             arena,
             table: Mutex::new(HashMap::new()),
             mapped: std::sync::Arc::new(AtomicU64::new(0)),
+            id: AtomicU64::new(NOT_PERSISTED),
+            forget: AtomicBool::new(false),
         }
+    }
+
+    /// Persists this region's segments as key `id`'s (from [`SpillArena::adopt`]).
+    pub(crate) fn persist_as(&self, id: u64) {
+        self.id.store(id, Ordering::Relaxed);
+    }
+
+    /// Whether its segments are persisted.
+    pub(crate) fn is_persisted(&self) -> bool {
+        self.id.load(Ordering::Relaxed) != NOT_PERSISTED
+    }
+
+    /// Takes over `segment`, stored durably in `slot` (counted as used since the arena opened).
+    pub(crate) fn adopt_slot(&self, segment: u64, slot: u64) {
+        self.table.lock().insert(segment, slot);
+    }
+
+    /// Gives back a stored segment found bad (its checksum): recorded, then released.
+    pub(crate) fn reject_slot(&self, segment: u64, slot: u64) {
+        let id = self.id.load(Ordering::Relaxed);
+        if id != NOT_PERSISTED {
+            let _ = self.arena.dropping(id, segment);
+        }
+        let _ = self.arena.release(slot);
+    }
+
+    /// When dropped, its segments leave the directory (the cache purged the buffer).
+    pub(crate) fn forget_on_drop(&self) {
+        self.forget.store(true, Ordering::Relaxed);
     }
 
     /// The pieces of `[offset, offset + len)`, one per segment: (segment, offset in it, length).
@@ -143,6 +498,9 @@ impl Region {
     /// A read-only map of the `len` bytes at `offset` (within one segment), as
     /// [`FileStorage::map`] makes them.
     pub(crate) fn map(&self, offset: u64, len: usize) -> Option<Mapped> {
+        if self.arena.is_persistent() {
+            return None;
+        }
         let pieces = self.pieces(offset, len as u64).ok()?;
         let [(segment, within, _)] = pieces[..] else {
             return None;
@@ -180,7 +538,17 @@ impl SpillStorage for Region {
                 .arena
                 .file
                 .write_at(start + within, &data[done..done + n]);
-            if let Err(error) = written {
+            let id = self.id.load(Ordering::Relaxed);
+            let durable = match written {
+                // A whole segment (from its start) of a persisted key becomes durable.
+                Ok(()) if id != NOT_PERSISTED && within == 0 => {
+                    let slot = start >> self.arena.shift;
+                    self.arena
+                        .made_durable(id, segment, slot, &data[done..done + n])
+                }
+                other => other,
+            };
+            if let Err(error) = durable {
                 // A slot given for a write that failed (a full disk) goes back: the segment
                 // stays in RAM, and the slot must not count as the cache's disk.
                 if new {
@@ -222,6 +590,11 @@ impl SpillStorage for Region {
             }
             let slot = self.table.lock().remove(&segment);
             if let Some(slot) = slot {
+                let id = self.id.load(Ordering::Relaxed);
+                if id != NOT_PERSISTED {
+                    // Recorded before the slot can be reused.
+                    let _ = self.arena.dropping(id, segment);
+                }
                 let released = self.arena.release(slot);
                 if result.is_ok() {
                     result = released;
@@ -242,7 +615,16 @@ impl SpillStorage for Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        for (_, slot) in self.table.lock().drain() {
+        let slots: Vec<(u64, u64)> = self.table.lock().drain().collect();
+        let id = self.id.load(Ordering::Relaxed);
+        let released = if id == NOT_PERSISTED {
+            slots.into_iter().map(|(_, slot)| slot).collect()
+        } else {
+            // A persisted key's durable segments stay for the next open, unless purged.
+            self.arena
+                .closed(id, self.forget.load(Ordering::Relaxed), slots)
+        };
+        for slot in released {
             // A failed hole punch only leaves the space allocated; the slot is free all the same.
             let _ = self.arena.release(slot);
         }

@@ -287,6 +287,32 @@ impl Index {
         })
     }
 
+    /// Publishes an absent segment whose `len` bytes are in the spill storage already (a
+    /// persistent cache's stored segment): it is filled, on disk. `false` if the slot was not
+    /// absent.
+    pub(crate) fn insert_spilled(&mut self, segment: u64, len: usize) -> bool {
+        let inserted = self.slots.update(segment, |slot| {
+            if !matches!(slot, Slot::Absent) {
+                return false;
+            }
+            *slot = Slot::Disk {
+                len,
+                referenced: AtomicBool::new(false),
+                prefetched: AtomicBool::new(false),
+                map: OnceLock::new(),
+            };
+            true
+        });
+        if !inserted || len == 0 {
+            return inserted;
+        }
+        self.spilled += 1;
+        self.spilled_bytes += len as u64;
+        let start = segment << self.shift;
+        self.mark_filled(start..start + len as u64);
+        true
+    }
+
     /// Records that `segment` now lives in the spill storage; returns its RAM buffer.
     pub(crate) fn move_to_disk(&mut self, segment: u64) -> Option<Bytes> {
         let resident = self.slots.update(segment, |slot| {

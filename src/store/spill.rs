@@ -224,6 +224,23 @@ impl FileStorage {
         })
     }
 
+    /// A storage over `file`, a named file of a persistent cache directory, whose first
+    /// `len` bytes are addressable. Never mapped (see `arena.rs`): another process could
+    /// shrink a named file under a map.
+    pub(crate) fn from_named(file: File, len: u64) -> Self {
+        FileStorage {
+            file,
+            page: rustix::param::page_size().max(4096) as u64,
+            reserved: AtomicU64::new(len),
+            mapped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Forces the written bytes to the disk.
+    pub(crate) fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
     /// A read-only map of the `len` bytes at `offset`, which `write_at` stored; `None` if the
     /// range does not start on a page or the kernel will not map it (then read with `pread`).
     pub(crate) fn map(&self, offset: u64, len: usize) -> Option<Mapped> {
