@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sparsebuf::{Builder, Server, StreamBuffer};
+use sparsebuf::{Builder, Cache, Server, StreamBuffer};
 
 const HELP: &str = "\
 sparsebuf serve: serve a stream over HTTP with Range requests, so that players can seek in it
@@ -25,6 +25,9 @@ OPTIONS:
     --memory-budget N   RAM for buffered bytes (default 5M)
     --disk-budget N     spill file space past the RAM (default: unlimited)
     --spill-dir DIR     where the spill file goes (default: the system's temp dir)
+    --cache-dir DIR     keep what is fetched of a file or URL in DIR, across restarts and
+                        crashes: the next run serves it without fetching it again, unless the
+                        resource changed (its ETag, Last-Modified or length). One run per DIR
     --window N          keep only the last N bytes (a live stream); clients cannot seek back
     --prebuffer N       hold responses until the first N bytes are in
     --content-type T    the Content-Type sent (default application/octet-stream)
@@ -65,6 +68,7 @@ struct Options {
     memory_budget: Option<u64>,
     disk_budget: Option<u64>,
     spill_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
     window: Option<u64>,
     prebuffer: u64,
     content_type: Option<String>,
@@ -117,6 +121,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         memory_budget: None,
         disk_budget: None,
         spill_dir: None,
+        cache_dir: None,
         window: None,
         prebuffer: 0,
         content_type: None,
@@ -143,6 +148,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--memory-budget" => options.memory_budget = Some(size(name, &value()?)?),
             "--disk-budget" => options.disk_budget = Some(size(name, &value()?)?),
             "--spill-dir" => options.spill_dir = Some(PathBuf::from(value()?)),
+            "--cache-dir" => options.cache_dir = Some(PathBuf::from(value()?)),
             "--window" => options.window = Some(size(name, &value()?)?),
             "--prebuffer" => options.prebuffer = size(name, &value()?)?,
             "--content-type" => options.content_type = Some(value()?),
@@ -236,7 +242,14 @@ fn serve(options: Options) -> Result<(), String> {
     if log::set_logger(&Events).is_ok() {
         log::set_max_level(log::LevelFilter::Info);
     }
-    let buffer = open(&options)?;
+    // A persistent cache lives as long as the server (its directory stays locked).
+    let (buffer, _cache) = match &options.cache_dir {
+        Some(dir) => {
+            let (buffer, cache) = open_cached(&options, dir)?;
+            (buffer, Some(cache))
+        }
+        None => (open(&options)?, None),
+    };
     let mut server = Server::new(buffer.clone()).prebuffer(options.prebuffer);
     if let Some(timeout) = options.send_timeout {
         server = server.send_timeout(timeout);
@@ -295,6 +308,41 @@ fn open(options: &Options) -> Result<StreamBuffer, String> {
             .build_ranged(file)
             .map_err(|e| format!("cannot read {input}: {e}"))
     }
+}
+
+/// The buffer over a file or URL input, kept in the persistent cache directory `dir`.
+fn open_cached(options: &Options, dir: &std::path::Path) -> Result<(StreamBuffer, Cache), String> {
+    let input = options.input.as_str();
+    if input == "-" {
+        return Err("--cache-dir keeps files and URLs; a pipe cannot be fetched again".into());
+    }
+    if options.window.is_some() || options.len.is_some() {
+        return Err("--cache-dir does not go with --window or --len".into());
+    }
+    let mut builder = Cache::builder().persist(dir);
+    if let Some(bytes) = options.memory_budget {
+        let bytes = usize::try_from(bytes).map_err(|_| "--memory-budget is too large")?;
+        builder = builder.memory_budget(bytes);
+    }
+    if let Some(bytes) = options.disk_budget {
+        builder = builder.disk_budget(bytes);
+    }
+    let cache = builder
+        .build()
+        .map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
+    let lower = input.to_ascii_lowercase();
+    let buffer = if lower.starts_with("http://") || lower.starts_with("https://") {
+        cache
+            .open_url(input)
+            .map_err(|e| format!("cannot open {input}: {e}"))?
+    } else {
+        let path = std::fs::canonicalize(input).map_err(|e| format!("cannot open {input}: {e}"))?;
+        let key = path.to_string_lossy().into_owned();
+        cache
+            .open_ranged(&key, || std::fs::File::open(&path))
+            .map_err(|e| format!("cannot read {input}: {e}"))?
+    };
+    Ok((buffer, cache))
 }
 
 /// A line on stderr every second while something changes.

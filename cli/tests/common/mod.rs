@@ -9,6 +9,8 @@ pub mod curl;
 mod generator;
 #[path = "../../../tests/common/nginx.rs"]
 pub mod nginx;
+#[path = "../../../tests/common/origin.rs"]
+pub mod origin;
 #[path = "../../../tests/common/random.rs"]
 mod random;
 #[path = "../../../tests/common/upstream.rs"]
