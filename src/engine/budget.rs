@@ -261,6 +261,13 @@ impl Tiers {
             if !refetchable {
                 return false;
             }
+            if let Some(crate::store::storage::Spill::Region(region)) = shared.storage.get() {
+                // A stored copy nobody read since the restart goes first.
+                if let Some((segment, durable)) = region.take_any_stored() {
+                    region.reject_slot(segment, durable.slot);
+                    return true;
+                }
+            }
             let Some(victim) = pick(&mut self.disk_clock, shared) else {
                 return false;
             };

@@ -57,28 +57,57 @@ impl Shared {
         let adopted = arena.adopt(key, identity)?;
         region.persist_as(adopted.id);
         let shift = self.config.shift;
-        let mut tiers = self.tiers.lock();
         for (segment, durable) in adopted.segments {
             let start = segment << shift;
             let expected = len.saturating_sub(start).min(1 << shift);
-            let good = start < len && u64::from(durable.len) == expected && arena.check(durable);
-            if good
-                && self
-                    .state
-                    .write()
-                    .index
-                    .insert_spilled(segment, durable.len as usize)
+            if start < len && u64::from(durable.len) == expected {
+                // Checked when first read (see `take_stored`).
+                region.stash(segment, durable);
+            } else {
+                region.reject_slot(segment, durable.slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// Before a reader claims the segments of `[pos, end)` to fetch them: the stored copies
+    /// among them (a persistent cache's, after a restart) are checked now, and those whose
+    /// checksum matches are served from the directory instead; a bad one is dropped (and
+    /// fetched). At most `max` segments from `pos` on.
+    pub(crate) fn take_stored(&self, pos: u64, end: u64, max: u64) {
+        let Some(Spill::Region(region)) = self.storage.get() else {
+            return;
+        };
+        if !region.has_stored() || pos >= end {
+            return;
+        }
+        let shift = self.config.shift;
+        let first = pos >> shift;
+        let last = ((end - 1) >> shift).min(first.saturating_add(max - 1));
+        for (segment, durable) in region.take_stored(first..last + 1) {
+            if !region.check(durable) {
+                log::info!(
+                    "sparsebuf: a stored segment (offset {}) failed its checksum: fetched again",
+                    segment << shift
+                );
+                region.reject_slot(segment, durable.slot);
+                continue;
+            }
+            let mut tiers = self.tiers.lock();
+            if self
+                .state
+                .write()
+                .index
+                .insert_spilled(segment, durable.len as usize)
             {
                 region.adopt_slot(segment, durable.slot);
                 tiers.disk_clock.push_back(segment);
             } else {
-                log::info!("sparsebuf: stored segment {segment} of {key:?} failed its check");
+                // Fetched meanwhile: the newer copy stands.
                 region.reject_slot(segment, durable.slot);
             }
         }
-        drop(tiers);
         self.state.write().settle_end();
-        Ok(())
     }
 
     /// Whether this buffer's segments are kept in a persistent directory.

@@ -273,6 +273,8 @@ impl Shared {
         let shared = self;
         let mut pos = offset;
         loop {
+            // A persistent cache's stored copies are checked and served before any fetch.
+            shared.take_stored(pos, end, max_run(shared));
             let seen = shared.publish.generation();
             let claimed = {
                 let mut state = shared.state.write();

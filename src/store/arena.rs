@@ -245,6 +245,24 @@ impl SpillArena {
         Ok(())
     }
 
+    /// A stored copy of segment `segment` of key `id`, in `slot`, is given up (found bad, or a
+    /// newer copy came): recorded if the journal holds that copy, then released.
+    fn give_up_stored(&self, id: u64, segment: u64, slot: u64) {
+        if let Some(persist) = &self.persist {
+            let mut book = persist.book.lock();
+            let current = book
+                .state
+                .keys
+                .get(&id)
+                .and_then(|k| k.segments.get(&segment))
+                .is_some_and(|d| d.slot == slot);
+            if current {
+                let _ = book.record(Record::Drop { id, segment });
+            }
+        }
+        let _ = self.release(slot);
+    }
+
     /// Segment `segment` of key `id` is about to leave its slot: recorded first (or, if its
     /// own record still waits for a flush, that record is taken back).
     fn dropping(&self, id: u64, segment: u64) -> io::Result<()> {
@@ -413,6 +431,9 @@ pub(crate) struct Region {
     id: AtomicU64,
     /// The cache purged the buffer: its segments leave the directory with it.
     forget: AtomicBool,
+    /// Stored copies not checked yet, by segment (see `stash`), and how many.
+    stored: Mutex<std::collections::BTreeMap<u64, Durable>>,
+    stashed: AtomicU64,
 }
 
 const NOT_PERSISTED: u64 = u64::MAX;
@@ -425,6 +446,8 @@ impl Region {
             mapped: std::sync::Arc::new(AtomicU64::new(0)),
             id: AtomicU64::new(NOT_PERSISTED),
             forget: AtomicBool::new(false),
+            stored: Mutex::new(std::collections::BTreeMap::new()),
+            stashed: AtomicU64::new(0),
         }
     }
 
@@ -438,18 +461,58 @@ impl Region {
         self.id.load(Ordering::Relaxed) != NOT_PERSISTED
     }
 
-    /// Takes over `segment`, stored durably in `slot` (counted as used since the arena opened).
+    /// Keeps `segment`'s stored copy `durable` aside until a reader needs it ([`take_stored`]
+    /// then checks it): checked when first read after a restart, not all at open.
+    ///
+    /// [`take_stored`]: Region::take_stored
+    pub(crate) fn stash(&self, segment: u64, durable: Durable) {
+        let mut stored = self.stored.lock();
+        stored.insert(segment, durable);
+        self.stashed.store(stored.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether stored copies wait to be checked.
+    pub(crate) fn has_stored(&self) -> bool {
+        self.stashed.load(Ordering::Relaxed) > 0
+    }
+
+    /// The stored copies of the segments in `segments` that wait to be checked, taken out.
+    pub(crate) fn take_stored(&self, segments: std::ops::Range<u64>) -> Vec<(u64, Durable)> {
+        let mut stored = self.stored.lock();
+        let taken: Vec<(u64, Durable)> = stored.range(segments).map(|(&s, &d)| (s, d)).collect();
+        for (segment, _) in &taken {
+            stored.remove(segment);
+        }
+        self.stashed.store(stored.len() as u64, Ordering::Relaxed);
+        taken
+    }
+
+    /// One stored copy waiting to be checked, taken out (room on a full disk).
+    pub(crate) fn take_any_stored(&self) -> Option<(u64, Durable)> {
+        let mut stored = self.stored.lock();
+        let first = stored.pop_first();
+        self.stashed.store(stored.len() as u64, Ordering::Relaxed);
+        first
+    }
+
+    /// Whether a stored copy holds the bytes it was stored with (its checksum).
+    pub(crate) fn check(&self, durable: Durable) -> bool {
+        self.arena.check(durable)
+    }
+
+    /// Takes over a stored copy that passed its check, as segment `segment`'s.
     pub(crate) fn adopt_slot(&self, segment: u64, slot: u64) {
         self.table.lock().insert(segment, slot);
     }
 
-    /// Gives back a stored segment found bad (its checksum): recorded, then released.
+    /// Gives up a stored copy (found bad, or the segment was fetched meanwhile).
     pub(crate) fn reject_slot(&self, segment: u64, slot: u64) {
-        let id = self.id.load(Ordering::Relaxed);
-        if id != NOT_PERSISTED {
-            let _ = self.arena.dropping(id, segment);
+        match self.id.load(Ordering::Relaxed) {
+            NOT_PERSISTED => {
+                let _ = self.arena.release(slot);
+            }
+            id => self.arena.give_up_stored(id, segment, slot),
         }
-        let _ = self.arena.release(slot);
     }
 
     /// When dropped, its segments leave the directory (the cache purged the buffer).
@@ -615,7 +678,10 @@ impl SpillStorage for Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        let slots: Vec<(u64, u64)> = self.table.lock().drain().collect();
+        let mut slots: Vec<(u64, u64)> = self.table.lock().drain().collect();
+        // Stored copies never checked are the key's all the same.
+        let stored = std::mem::take(&mut *self.stored.lock());
+        slots.extend(stored.into_iter().map(|(segment, d)| (segment, d.slot)));
         let id = self.id.load(Ordering::Relaxed);
         let released = if id == NOT_PERSISTED {
             slots.into_iter().map(|(_, slot)| slot).collect()
