@@ -398,3 +398,161 @@ fn kills_at_random_moments_never_cost_a_wrong_byte_and_resume_rather_than_refetc
 fn served(origin: &common::origin::Origin) -> u64 {
     origin.log().iter().map(|s| s.sent).sum()
 }
+
+/// A range source over the synthetic stream 43 that appends the size of each read to a file
+/// (one `write` of a line each, `O_APPEND`), so that a parent process can count what children
+/// that were killed read.
+struct Counted {
+    len: u64,
+    counter: std::fs::File,
+}
+
+impl RangeSource for Counted {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        use std::io::Write;
+        let n = buf.len().min(self.len.saturating_sub(offset) as usize);
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            *b = byte_at(43, offset + i as u64);
+        }
+        (&self.counter).write_all(format!("{n}\n").as_bytes())?;
+        Ok(n)
+    }
+    fn len(&self) -> Option<u64> {
+        Some(self.len)
+    }
+    fn validators(&self) -> Validators {
+        Validators::new().etag("\"counted\"")
+    }
+}
+
+const COUNTED_LEN: u64 = 32 << 20;
+
+fn open_counted(cache: &Cache, counter: &Path) -> StreamBuffer {
+    let counter = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(counter)
+        .unwrap();
+    cache
+        .open_ranged("counted", move || {
+            Ok(Counted {
+                len: COUNTED_LEN,
+                counter,
+            })
+        })
+        .unwrap()
+}
+
+fn counted(counter: &Path) -> u64 {
+    std::fs::read_to_string(counter)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse::<u64>().ok())
+        .sum()
+}
+
+/// In a child process: 4 threads read random ranges of the counted source through a persistent
+/// cache in `SPARSEBUF_COUNTED_DIR`, until killed; every byte checked.
+#[test]
+fn counted_child_reads_until_killed() {
+    let Ok(dir) = std::env::var("SPARSEBUF_COUNTED_DIR") else {
+        return;
+    };
+    let seed: u64 = std::env::var("SPARSEBUF_KILL_SEED")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let dir = Path::new(&dir);
+    let cache = Cache::builder()
+        .persist(dir.join("cache"))
+        .memory_budget(4 << 20)
+        .segment_size(SEG)
+        .build()
+        .unwrap();
+    let buf = open_counted(&cache, &dir.join("counter"));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let buf = buf.clone();
+            std::thread::spawn(move || {
+                let mut rng = common::Rng(seed * 10 + t + 1);
+                for _ in 0..1000 {
+                    let at = rng.below(COUNTED_LEN);
+                    let n = rng.below(512 * 1024).min(COUNTED_LEN - at);
+                    let got = buf.read_range(at..at + n).unwrap();
+                    check_generated(43, at, &got);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn kills_of_a_counted_range_source_resume_and_never_cost_a_wrong_byte() {
+    let trials: u64 = std::env::var("SPARSEBUF_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("counter");
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = common::Rng(17);
+    for trial in 0..trials {
+        let mut child = std::process::Command::new(&exe)
+            .args(["counted_child_reads_until_killed", "--exact", "--nocapture"])
+            .env("SPARSEBUF_COUNTED_DIR", dir.path())
+            .env("SPARSEBUF_KILL_SEED", trial.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20 + rng.below(200)));
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                let mut err = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                assert!(status.success(), "trial {trial}: {err}");
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+            }
+        }
+    }
+    let during = counted(&counter);
+    {
+        let cache = Cache::builder()
+            .persist(dir.path().join("cache"))
+            .segment_size(SEG)
+            .build()
+            .unwrap();
+        let buf = open_counted(&cache, &counter);
+        read_all_checked(&buf, 43, COUNTED_LEN);
+    }
+    let complete = counted(&counter);
+    // Flushed when the cache was dropped: a restart reads nothing from the source.
+    {
+        let cache = Cache::builder()
+            .persist(dir.path().join("cache"))
+            .segment_size(SEG)
+            .build()
+            .unwrap();
+        let buf = open_counted(&cache, &counter);
+        read_all_checked(&buf, 43, COUNTED_LEN);
+    }
+    let again = counted(&counter) - complete;
+    eprintln!(
+        "{trials} kills: the source gave {during} bytes during them, {complete} with the full \
+         read after ({:.2}x the {COUNTED_LEN}-byte object); a clean restart read {again}",
+        complete as f64 / COUNTED_LEN as f64
+    );
+    assert_eq!(again, 0);
+    assert!(complete as f64 <= 1.5 * COUNTED_LEN as f64);
+}
