@@ -226,8 +226,12 @@ impl CacheBuilder {
     /// segment's checksum once its bytes are synced. The next open of a key, in this process or
     /// a later one, serves the stored segments whose version still matches the source's (an
     /// `ETag`, a `Last-Modified`, the length) and whose checksum is still right; anything else
-    /// is fetched again, never served. Forward-only streams are not kept (a partial one could
-    /// not be resumed; see BENCHMARKS.md for what persistence costs). The disk budget bounds
+    /// is fetched again, never served. A forward-only stream is kept once read to its end (not
+    /// a windowed one): the next open of its key serves it without calling `make`; a partial
+    /// one is not kept, as it could not be resumed (its source only goes forward). A kept
+    /// stream's segment that fails its checksum cannot be fetched again: reading it is an error
+    /// of kind `InvalidData`, and removing the key lets the next open make the stream anew.
+    /// BENCHMARKS.md has what persistence costs. The disk budget bounds
     /// the directory; keys stored and not open go first when it is full. One process at a time:
     /// [`build`](CacheBuilder::build) fails with [`io::ErrorKind::WouldBlock`] ("DIR is in use
     /// by pid N") while another cache holds the directory.
@@ -323,7 +327,21 @@ impl Cache {
         R: Read + Send + 'static,
         F: FnOnce() -> io::Result<R>,
     {
-        self.open_with(key, |builder| builder.build(make()?))
+        let account = &self.inner.account;
+        self.open_with(key, |builder| {
+            // A persistent cache serves a stream it kept whole without making it again.
+            if let Some(stored) = account.stored_stream(key) {
+                let len = stored.len;
+                let source = StoredStream {
+                    key: key.to_owned(),
+                    len,
+                };
+                let buffer = builder.build_ranged(source)?;
+                buffer.shared().adopt_stored_as(key, stored)?;
+                return Ok(buffer);
+            }
+            builder.build(make()?)
+        })
     }
 
     /// The buffer of `key`, built over the [`RangeSource`] that `make` returns if the key is
@@ -342,7 +360,8 @@ impl Cache {
         self.open_with(key, |builder| builder.build_ranged(make()?))
     }
 
-    /// The single-flight open of `key`, building with `build` from the cache's settings.
+    /// The single-flight open of `key`, building with `build` from the cache's settings (and,
+    /// in a persistent cache, adopting what the directory holds for it).
     pub(crate) fn open_with(
         &self,
         key: &str,
@@ -429,6 +448,32 @@ impl Cache {
             max_threads: account.workers.max_threads() as u64,
             totals,
         }
+    }
+}
+
+/// The source of a forward-only stream a persistent cache kept whole: its bytes are all in
+/// the directory, read from there (each segment's checksum checked first). A segment that fails
+/// its check cannot be fetched again: reading it is an error, and the key must be removed (the
+/// next open makes the stream anew).
+struct StoredStream {
+    key: String,
+    len: u64,
+}
+
+impl RangeSource for StoredStream {
+    fn read_at(&self, _offset: u64, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the stored copy of the stream {:?} is damaged (a segment failed its checksum); \
+                 remove the key to make the stream again",
+                self.key
+            ),
+        ))
+    }
+
+    fn len(&self) -> Option<u64> {
+        Some(self.len)
     }
 }
 

@@ -556,3 +556,87 @@ fn kills_of_a_counted_range_source_resume_and_never_cost_a_wrong_byte() {
     assert_eq!(again, 0);
     assert!(complete as f64 <= 1.5 * COUNTED_LEN as f64);
 }
+
+/// The forward-only stream of `seed`, `len` bytes.
+fn forward(seed: u64, len: u64) -> common::Generated {
+    common::Generated {
+        seed,
+        pos: 0,
+        len,
+        max_read: 40_000,
+    }
+}
+
+#[test]
+fn a_forward_only_stream_read_to_its_end_is_kept_and_a_partial_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = persistent(dir.path());
+        let whole = cache.open_stream("whole", || Ok(forward(9, LEN))).unwrap();
+        read_all_checked(&whole, 9, LEN);
+        let part = cache.open_stream("part", || Ok(forward(10, LEN))).unwrap();
+        check_generated(10, 0, &part.read_range(0..LEN / 2).unwrap());
+        // Kept on a worker once it ended: give it a moment.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let cache = persistent(dir.path());
+    let whole = cache
+        .open_stream("whole", || -> io::Result<common::Generated> {
+            panic!("a kept stream is not made again")
+        })
+        .unwrap();
+    read_all_checked(&whole, 9, LEN);
+    assert_eq!(whole.len(), Some(LEN));
+    let made = Arc::new(AtomicU64::new(0));
+    let counter = made.clone();
+    let part = cache
+        .open_stream("part", move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(forward(10, LEN))
+        })
+        .unwrap();
+    read_all_checked(&part, 10, LEN);
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        1,
+        "a partial stream is made again"
+    );
+}
+
+#[test]
+fn a_damaged_kept_stream_is_an_error_never_wrong_bytes_and_made_again_once_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = persistent(dir.path());
+        let whole = cache.open_stream("s", || Ok(forward(11, LEN))).unwrap();
+        read_all_checked(&whole, 11, LEN);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let data = dir.path().join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[5 * SEG + 17] ^= 0x01;
+    std::fs::write(&data, &bytes).unwrap();
+    let cache = persistent(dir.path());
+    let s = cache
+        .open_stream("s", || -> io::Result<common::Generated> {
+            panic!("kept: not made")
+        })
+        .unwrap();
+    // Segment by segment: the intact ones read exact, the damaged one is an error.
+    let mut damaged = 0;
+    for at in (0..LEN).step_by(SEG) {
+        let end = (at + SEG as u64).min(LEN);
+        match s.read_range(at..end) {
+            Ok(got) => check_generated(11, at, &got),
+            Err(error) => {
+                assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+                damaged += 1;
+            }
+        }
+    }
+    assert_eq!(damaged, 1);
+    drop(s);
+    assert!(cache.remove("s"));
+    let s = cache.open_stream("s", || Ok(forward(11, LEN))).unwrap();
+    read_all_checked(&s, 11, LEN);
+}

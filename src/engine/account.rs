@@ -162,6 +162,11 @@ impl Account {
         Ok(self.arena.get_or_init(|| Arc::new(arena)).clone())
     }
 
+    /// In a persistent cache, the version of `key` kept as a complete forward-only stream.
+    pub(crate) fn stored_stream(&self, key: &str) -> Option<crate::store::journal::Identity> {
+        self.arena.get()?.stored_stream(key)
+    }
+
     /// Bytes of the members' segments in RAM.
     pub(crate) fn memory_bytes(&self) -> u64 {
         self.ram.live.load(Ordering::Relaxed) * self.limits.segment_size as u64

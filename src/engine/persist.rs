@@ -11,6 +11,7 @@ use std::time::UNIX_EPOCH;
 
 use crate::engine::shared::Shared;
 use crate::store::journal::Identity;
+use crate::store::slots::Slot;
 use crate::store::storage::Spill;
 
 impl Shared {
@@ -41,6 +42,19 @@ impl Shared {
     /// directory holds for the same version whose checksums still match are served from it;
     /// the others (another version, a bad checksum) are dropped, and fetched when read.
     pub(crate) fn adopt_stored(&self, key: &str) -> io::Result<()> {
+        if !self.is_ranged() {
+            // A forward-only stream is kept once read to its end (see `stream_ended`).
+            let _ = self.stream_key.set(key.to_owned());
+            return Ok(());
+        }
+        match self.identity() {
+            Some(identity) => self.adopt_stored_as(key, identity),
+            None => Ok(()),
+        }
+    }
+
+    /// [`adopt_stored`](Shared::adopt_stored) at the version `identity`.
+    pub(crate) fn adopt_stored_as(&self, key: &str, identity: Identity) -> io::Result<()> {
         let Some(account) = self.account() else {
             return Ok(());
         };
@@ -48,7 +62,7 @@ impl Shared {
         if !arena.is_persistent() {
             return Ok(());
         }
-        let (Some(identity), Some(len)) = (self.identity(), self.len()) else {
+        let Some(len) = self.len() else {
             return Ok(());
         };
         let Spill::Region(region) = self.storage()? else {
@@ -108,6 +122,80 @@ impl Shared {
             }
         }
         self.state.write().settle_end();
+    }
+
+    /// A forward-only stream of a persistent cache ended: kept in the directory as its key,
+    /// on a worker (its spilled segments are read back for their checksums). Not a windowed
+    /// stream (its start is gone), nor one that failed.
+    pub(crate) fn stream_ended(&self) {
+        let Some(account) = self.account() else {
+            return;
+        };
+        if self.stream_key.get().is_none() || self.window.is_some() {
+            return;
+        }
+        if !account.arena().is_ok_and(|a| a.is_persistent()) {
+            return;
+        }
+        let me = self.me.clone();
+        let job = move || {
+            if let Some(shared) = me.upgrade() {
+                if let Err(error) = shared.store_complete() {
+                    log::warn!("sparsebuf: keeping a finished stream failed: {error}");
+                }
+            }
+        };
+        let _ = account.workers.submit(Box::new(job));
+    }
+
+    /// Keeps this complete forward-only stream in the persistent directory, as its key.
+    fn store_complete(&self) -> io::Result<()> {
+        let (Some(key), Some(account)) = (self.stream_key.get(), self.account()) else {
+            return Ok(());
+        };
+        let (len, complete) = {
+            let state = self.state.read();
+            (state.len, state.complete && state.error.is_none())
+        };
+        let (Some(len), true) = (len, complete) else {
+            return Ok(());
+        };
+        let arena = account.arena()?;
+        let Spill::Region(region) = self.storage()? else {
+            return Ok(());
+        };
+        let identity = Identity {
+            etag: None,
+            last_modified: None,
+            len,
+            segment_size: self.config.segment_size as u32,
+        };
+        let adopted = arena.adopt(key, identity)?;
+        region.persist_as(adopted.id);
+        // An older copy of the same length goes: this one replaces it.
+        for (segment, durable) in adopted.segments {
+            region.reject_slot(segment, durable.slot);
+        }
+        let shift = self.config.shift;
+        let segments = len.div_ceil(1 << shift);
+        for segment in 0..segments {
+            let mut tiers = self.tiers.lock();
+            let on_disk = match self.state.read().index.slot(segment) {
+                Some(Slot::Memory(_)) => None,
+                Some(Slot::Disk { len, .. }) => Some(*len),
+                // Not all there (dropped): not kept.
+                _ => {
+                    region.forget_on_drop();
+                    return Ok(());
+                }
+            };
+            match on_disk {
+                Some(len) => region.record_spilled(segment, len)?,
+                None => tiers.write_through(self, segment),
+            }
+        }
+        account.flush_soon();
+        Ok(())
     }
 
     /// Whether this buffer's segments are kept in a persistent directory.

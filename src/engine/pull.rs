@@ -81,7 +81,10 @@ impl Puller {
     /// The source ended (`None`) or failed: the appender records it, and the source goes.
     fn end(&mut self, shared: &Shared, error: Option<Error>) {
         match error {
-            None => self.appender.finish(shared),
+            None => {
+                self.appender.finish(shared);
+                shared.stream_ended();
+            }
             Some(error) => self.appender.fail(shared, error),
         }
         // Dropped outside any lock: a source's destructor may block (closing a connection).

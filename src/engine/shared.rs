@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     pub(in crate::engine) me: Weak<Shared>,
     /// In a cache: when the buffer was last looked up or seen in use, in the account's clock.
     pub(in crate::engine) last_used_ms: AtomicU64,
+    /// In a persistent cache, a forward-only stream's key: kept under it once complete.
+    pub(in crate::engine) stream_key: OnceLock<String>,
 }
 
 impl Drop for Shared {
@@ -465,6 +467,7 @@ impl Shared {
             validators,
             me: me.clone(),
             last_used_ms,
+            stream_key: OnceLock::new(),
         })
     }
 

@@ -307,6 +307,22 @@ impl SpillArena {
             .collect()
     }
 
+    /// The version stored for `key` if it is a complete forward-only stream (no validators: its
+    /// key is what identifies it), not open in a region now.
+    pub(crate) fn stored_stream(&self, key: &str) -> Option<Identity> {
+        let book = self.persist.as_ref()?.book.lock();
+        book.state
+            .keys
+            .iter()
+            .find(|(id, k)| {
+                k.key == key
+                    && !book.live.contains(id)
+                    && k.identity.etag.is_none()
+                    && k.identity.last_modified.is_none()
+            })
+            .map(|(_, k)| k.identity.clone())
+    }
+
     /// Forgets a dormant key (stored, not open), the one stored first, releasing its slots:
     /// room on a full disk. Whether there was one.
     pub(crate) fn forget_dormant(&self) -> bool {
@@ -493,6 +509,23 @@ impl Region {
         let first = stored.pop_first();
         self.stashed.store(stored.len() as u64, Ordering::Relaxed);
         first
+    }
+
+    /// Records a segment already in its slot (spilled before the region was persisted) as
+    /// durable: its bytes are read back for their checksum.
+    pub(crate) fn record_spilled(&self, segment: u64, len: usize) -> io::Result<()> {
+        let id = self.id.load(Ordering::Relaxed);
+        let Some(slot) = self.table.lock().get(&segment).copied() else {
+            return Err(invalid_input("segment not in the region"));
+        };
+        if id == NOT_PERSISTED {
+            return Ok(());
+        }
+        let mut data = vec![0u8; len];
+        self.arena
+            .file
+            .read_at(slot << self.arena.shift, &mut data)?;
+        self.arena.made_durable(id, segment, slot, &data)
     }
 
     /// Whether a stored copy holds the bytes it was stored with (its checksum).
