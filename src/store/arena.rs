@@ -46,6 +46,10 @@ pub(crate) struct SpillArena {
 /// A persistent arena's directory: its journal, what the journal says, and the lock.
 struct Persisted {
     book: Mutex<Book>,
+    /// Held by a flush from taking the pending records to recording them (with the data sync
+    /// between), and by whoever needs the pending records settled: a drop of a segment, a
+    /// region closing.
+    flushing: Mutex<()>,
     /// Holds the directory's `flock` for as long as the arena lives.
     _lock: File,
 }
@@ -130,6 +134,7 @@ impl SpillArena {
             slots: Mutex::new(Slots { next, free }),
             used: AtomicU64::new(used.len() as u64),
             persist: Some(Persisted {
+                flushing: Mutex::new(()),
                 book: Mutex::new(Book {
                     journal,
                     state,
@@ -229,6 +234,7 @@ impl SpillArena {
         let Some(persist) = &self.persist else {
             return Ok(());
         };
+        let _flushing = persist.flushing.lock();
         let mut book = persist.book.lock();
         if book.pending.is_empty() {
             return Ok(());
@@ -249,6 +255,7 @@ impl SpillArena {
     /// newer copy came): recorded if the journal holds that copy, then released.
     fn give_up_stored(&self, id: u64, segment: u64, slot: u64) {
         if let Some(persist) = &self.persist {
+            let _flushing = persist.flushing.lock();
             let mut book = persist.book.lock();
             let current = book
                 .state
@@ -269,6 +276,8 @@ impl SpillArena {
         let Some(persist) = &self.persist else {
             return Ok(());
         };
+        // Not while a flush is recording: its records would come after this one.
+        let _flushing = persist.flushing.lock();
         let mut book = persist.book.lock();
         let pending = book.pending.len();
         book.pending.retain(
