@@ -672,3 +672,35 @@ fn a_restart_after_a_read_larger_than_ram_fetches_nothing() {
         &buf.read_range(len - 100_000..len).unwrap(),
     );
 }
+
+#[cfg(feature = "client")]
+#[test]
+fn a_changed_url_is_fetched_anew_after_a_restart_never_served_from_the_old_copy() {
+    use common::upstream::{Script, Upstream};
+    let v1: Vec<u8> = (0..2_000_000u64).map(|i| byte_at(61, i)).collect();
+    let v2: Vec<u8> = (0..2_000_000u64).map(|i| byte_at(62, i)).collect();
+    // Version 1 for the first run's requests, version 2 (another ETag and date) after.
+    let upstream = Upstream::start(Script::new(v1.clone(), v2.clone(), 20));
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = persistent(dir.path());
+        let buf = cache.open_url(&upstream.url).unwrap();
+        let mut all = Vec::new();
+        buf.reader().read_to_end(&mut all).unwrap();
+        assert!(all == v1, "the first run reads version 1");
+    }
+    // Past the change: every request from now on gets version 2.
+    for _ in 0..40 {
+        if upstream.requests() >= 20 {
+            break;
+        }
+        // A probe is one request.
+        drop(StreamBuffer::builder().build_url(&upstream.url));
+    }
+    assert!(upstream.requests() >= 20);
+    let cache = persistent(dir.path());
+    let buf = cache.open_url(&upstream.url).unwrap();
+    let mut all = Vec::new();
+    buf.reader().read_to_end(&mut all).unwrap();
+    assert!(all == v2, "a restart served the old version");
+}
