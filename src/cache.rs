@@ -315,7 +315,8 @@ impl Cache {
 
     /// The buffer of `key`, built from the forward-only stream that `make` returns if the key
     /// is not cached. Concurrent opens of one key run `make` once; the others wait and share
-    /// its buffer.
+    /// its buffer (as long as `make` takes: the cache puts no time limit on it, so a `make`
+    /// that connects somewhere should have its own timeouts). Other keys are not held up.
     ///
     /// # Errors
     ///
