@@ -6,5 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 trials="${1:-100}"
 SPARSEBUF_KILL_TRIALS="$trials" cargo test --release -p sparsebuf-cli --test persist_kill -- --nocapture
+SPARSEBUF_KILL_FULL_READS=0 SPARSEBUF_KILL_TRIALS="$trials" \
+    cargo test --release -p sparsebuf-cli --test persist_kill -- --nocapture
 SPARSEBUF_KILL_TRIALS="$trials" cargo test --release --features client --test persist \
     kills_at_random_moments -- --nocapture
