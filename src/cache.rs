@@ -232,9 +232,10 @@ impl CacheBuilder {
     /// stream's segment that fails its checksum cannot be fetched again: reading it is an error
     /// of kind `InvalidData`, and removing the key lets the next open make the stream anew.
     /// BENCHMARKS.md has what persistence costs. The disk budget bounds
-    /// the directory; keys stored and not open go first when it is full. One process at a time:
+    /// the directory; keys stored and not open go first when it is full. One cache at a time:
     /// [`build`](CacheBuilder::build) fails with [`io::ErrorKind::WouldBlock`] ("DIR is in use
-    /// by pid N") while another cache holds the directory.
+    /// by pid N") while another cache holds the directory (one of this process that was just
+    /// dropped, and whose background jobs are finishing, is waited for up to 2 s).
     pub fn persist(mut self, dir: impl Into<PathBuf>) -> Self {
         self.persist = Some(dir.into());
         self

@@ -426,9 +426,19 @@ fn lock_dir(dir: &Path) -> io::Result<File> {
         .create(true)
         .truncate(false)
         .open(dir.join("lock"))?;
-    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+    // A cache of this process that was just dropped may hold the lock a moment longer (a
+    // background job finishing with it): waited for, up to 2 s. Another process is refused
+    // at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
         let mut pid = String::new();
+        let _ = file.seek(io::SeekFrom::Start(0));
         let _ = file.read_to_string(&mut pid);
+        let ours = pid.trim() == std::process::id().to_string();
+        if ours && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
+        }
         return Err(io::Error::new(
             io::ErrorKind::WouldBlock,
             format!(
