@@ -354,6 +354,13 @@ fn kills_at_random_moments_never_cost_a_wrong_byte_and_resume_rather_than_refetc
                 child.wait().unwrap();
             }
         }
+        if std::env::var_os("SPARSEBUF_KILL_VERBOSE").is_some() {
+            let journal = std::fs::metadata(dir.path().join("journal")).map_or(0, |m| m.len());
+            eprintln!(
+                "after trial {trial}: {} bytes sent, journal {journal}",
+                served(&origin)
+            );
+        }
     }
     // Then a whole read through a restarted cache: every byte right.
     let served_before = served(&origin);

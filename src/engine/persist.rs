@@ -98,14 +98,14 @@ impl Shared {
         let shift = self.config.shift;
         let first = pos >> shift;
         let last = ((end - 1) >> shift).min(first.saturating_add(max - 1));
-        for (segment, durable) in region.take_stored(first..last + 1) {
+        region.check_stored(first..last + 1, |segment, durable| {
             if !region.check(durable) {
                 log::info!(
                     "sparsebuf: a stored segment (offset {}) failed its checksum: fetched again",
                     segment << shift
                 );
                 region.reject_slot(segment, durable.slot);
-                continue;
+                return;
             }
             let mut tiers = self.tiers.lock();
             if self
@@ -120,7 +120,7 @@ impl Shared {
                 // Fetched meanwhile: the newer copy stands.
                 region.reject_slot(segment, durable.slot);
             }
-        }
+        });
         self.state.write().settle_end();
     }
 

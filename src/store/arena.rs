@@ -466,9 +466,12 @@ pub(crate) struct Region {
     id: AtomicU64,
     /// The cache purged the buffer: its segments leave the directory with it.
     forget: AtomicBool,
-    /// Stored copies not checked yet, by segment (see `stash`), and how many.
+    /// Stored copies not checked yet, by segment (see `stash`), and how many there are or are
+    /// being checked.
     stored: Mutex<std::collections::BTreeMap<u64, Durable>>,
     stashed: AtomicU64,
+    /// Held while stored copies are checked (see `check_stored`).
+    checking: Mutex<()>,
 }
 
 const NOT_PERSISTED: u64 = u64::MAX;
@@ -483,6 +486,7 @@ impl Region {
             forget: AtomicBool::new(false),
             stored: Mutex::new(std::collections::BTreeMap::new()),
             stashed: AtomicU64::new(0),
+            checking: Mutex::new(()),
         }
     }
 
@@ -501,32 +505,46 @@ impl Region {
     ///
     /// [`take_stored`]: Region::take_stored
     pub(crate) fn stash(&self, segment: u64, durable: Durable) {
-        let mut stored = self.stored.lock();
-        stored.insert(segment, durable);
-        self.stashed.store(stored.len() as u64, Ordering::Relaxed);
-    }
-
-    /// Whether stored copies wait to be checked.
-    pub(crate) fn has_stored(&self) -> bool {
-        self.stashed.load(Ordering::Relaxed) > 0
-    }
-
-    /// The stored copies of the segments in `segments` that wait to be checked, taken out.
-    pub(crate) fn take_stored(&self, segments: std::ops::Range<u64>) -> Vec<(u64, Durable)> {
-        let mut stored = self.stored.lock();
-        let taken: Vec<(u64, Durable)> = stored.range(segments).map(|(&s, &d)| (s, d)).collect();
-        for (segment, _) in &taken {
-            stored.remove(segment);
+        if self.stored.lock().insert(segment, durable).is_none() {
+            self.stashed.fetch_add(1, Ordering::AcqRel);
         }
-        self.stashed.store(stored.len() as u64, Ordering::Relaxed);
-        taken
+    }
+
+    /// Whether stored copies wait to be checked, or are being checked.
+    pub(crate) fn has_stored(&self) -> bool {
+        self.stashed.load(Ordering::Acquire) > 0
+    }
+
+    /// Checks the stored copies of the segments in `segments` with `check` (which serves or
+    /// drops each), one reader at a time: a reader that comes meanwhile waits, and then finds
+    /// those segments served instead of fetching them.
+    pub(crate) fn check_stored(
+        &self,
+        segments: std::ops::Range<u64>,
+        mut check: impl FnMut(u64, Durable),
+    ) {
+        let _checking = self.checking.lock();
+        let taken: Vec<(u64, Durable)> = {
+            let mut stored = self.stored.lock();
+            let taken: Vec<(u64, Durable)> =
+                stored.range(segments).map(|(&s, &d)| (s, d)).collect();
+            for (segment, _) in &taken {
+                stored.remove(segment);
+            }
+            taken
+        };
+        for &(segment, durable) in &taken {
+            check(segment, durable);
+        }
+        self.stashed.fetch_sub(taken.len() as u64, Ordering::AcqRel);
     }
 
     /// One stored copy waiting to be checked, taken out (room on a full disk).
     pub(crate) fn take_any_stored(&self) -> Option<(u64, Durable)> {
-        let mut stored = self.stored.lock();
-        let first = stored.pop_first();
-        self.stashed.store(stored.len() as u64, Ordering::Relaxed);
+        let first = self.stored.lock().pop_first();
+        if first.is_some() {
+            self.stashed.fetch_sub(1, Ordering::AcqRel);
+        }
         first
     }
 
