@@ -9,4 +9,4 @@ SPARSEBUF_KILL_TRIALS="$trials" cargo test --release -p sparsebuf-cli --test per
 SPARSEBUF_KILL_FULL_READS=0 SPARSEBUF_KILL_TRIALS="$trials" \
     cargo test --release -p sparsebuf-cli --test persist_kill -- --nocapture
 SPARSEBUF_KILL_TRIALS="$trials" cargo test --release --features client --test persist \
-    kills_at_random_moments -- --nocapture
+    kills_ -- --nocapture
