@@ -13,8 +13,11 @@ fuzz_target!(|input: (FuzzFault, Setup, Vec<Op>)| {
     let storage = Arc::new(Faulty::new(fault.into()));
     let (buf, model, segment) = build(&setup, Some(storage.clone()));
     run(&buf, &model, segment, &ops, Some(&storage));
+    // `stats` first: it waits for the spiller's writes in flight, which may fail meanwhile
+    // (reading the storage's count before it once missed such a failure).
+    let errors = buf.stats().spill_errors;
     let failed = storage
         .failed_writes
         .load(std::sync::atomic::Ordering::SeqCst) as u64;
-    assert_eq!(buf.stats().spill_errors, failed);
+    assert_eq!(errors, failed);
 });
