@@ -265,7 +265,10 @@ mod tests {
         let workers = Workers::new(1);
         let (tx, rx) = channel();
         let start = Instant::now();
-        for (ms, tag) in [(60, "late"), (20, "early")] {
+        // The later one is set first: the earlier is put in front of it. Far apart, so that a
+        // slow run (miri's interpreter took longer than 40 ms between the two calls) keeps the
+        // order.
+        for (ms, tag) in [(500, "late"), (20, "early")] {
             let tx = tx.clone();
             workers.after(
                 Duration::from_millis(ms),
@@ -278,7 +281,7 @@ mod tests {
         assert!(at >= Duration::from_millis(20));
         let (second, at) = rx.recv().unwrap();
         assert_eq!(second, "late");
-        assert!(at >= Duration::from_millis(60));
+        assert!(at >= Duration::from_millis(500));
         assert_eq!(workers.threads(), 1);
     }
 
