@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{self, Cursor, Write};
+use std::io::{self, Cursor, Read, Write};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -640,6 +640,21 @@ fn a_parallel_error_is_returned_and_only_earlier_results_are_handed_on() {
     assert_eq!(*done, (0..10).map(|i| i * 100).collect::<Vec<u64>>());
 }
 
+/// A reader whose first read waits for a word on `gate`.
+struct Gated<R> {
+    inner: R,
+    gate: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl<R: Read> Read for Gated<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(gate) = self.gate.take() {
+            let _ = gate.recv();
+        }
+        self.inner.read(buf)
+    }
+}
+
 #[test]
 fn consumers_of_pulled_and_ranged_buffers_produce_what_they_need() {
     let model = data(500_000, 15);
@@ -657,12 +672,20 @@ fn consumers_of_pulled_and_ranged_buffers_produce_what_they_need() {
         .disk_budget(8 * SEGMENT as u64)
         .build_ranged(std::fs::File::open(&path).unwrap())
         .unwrap();
+    // The windowed stream's source waits until both consumers started: a consumer starts at the
+    // window start, so one started after the other had pulled the stream through would
+    // rightly skip what the window let go (a race this test once lost).
+    let (open, gate) = std::sync::mpsc::channel();
     let windowed = StreamBuffer::builder()
         .segment_size(SEGMENT)
         .memory_budget(4 * SEGMENT)
         .window(8 * SEGMENT as u64)
-        .build(Cursor::new(model.clone()))
+        .build(Gated {
+            inner: Cursor::new(model.clone()),
+            gate: Some(gate),
+        })
         .unwrap();
+    let mut open = Some(open);
     for (name, buf) in [
         ("pulled", pulled),
         ("ranged", ranged),
@@ -672,9 +695,13 @@ fn consumers_of_pulled_and_ranged_buffers_produce_what_they_need() {
         let ca = buf.emit(3333).start(recorder(&a)).unwrap();
         // Larger than the window: the consumer pulls piece by piece.
         let cb = buf.emit(100_000).clip(false).start(recorder(&b)).unwrap();
+        if name == "windowed" {
+            open.take().unwrap().send(()).unwrap();
+        }
         within(Duration::from_secs(60), move || {
-            assert_eq!(ca.join().unwrap().bytes, 500_000);
-            assert_eq!(cb.join().unwrap().bytes, 500_000);
+            let (ra, rb) = (ca.join().unwrap(), cb.join().unwrap());
+            assert_eq!(ra.bytes, 500_000, "{name}, 3333-byte chunks: {ra:?}");
+            assert_eq!(rb.bytes, 500_000, "{name}, unclipped: {rb:?}");
         });
         for seen in [a, b] {
             let seen = seen.lock().unwrap();
