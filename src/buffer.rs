@@ -297,6 +297,13 @@ impl StreamBuffer {
         self.shared.validators()
     }
 
+    /// The media type of the resource (`video/mp4`), if its source said: a URL's
+    /// `Content-Type`, or a [`RangeSource`](crate::RangeSource)'s
+    /// [`content_type`](crate::RangeSource::content_type).
+    pub fn content_type(&self) -> Option<&str> {
+        self.shared.content_type()
+    }
+
     /// Whether the stream is known to be empty (`None` while its length is unknown).
     pub fn is_empty(&self) -> Option<bool> {
         self.len().map(|len| len == 0)

@@ -58,6 +58,7 @@ pub struct Builder {
     requests_in_flight: usize,
     storage: Option<std::sync::Arc<dyn SpillStorage>>,
     validators: Validators,
+    content_type: Option<String>,
     /// Set by a `Cache` for the buffers it builds.
     account: Option<std::sync::Arc<Account>>,
 }
@@ -77,6 +78,7 @@ impl Default for Builder {
             requests_in_flight: DEFAULT_REQUESTS_IN_FLIGHT,
             storage: None,
             validators: Validators::default(),
+            content_type: None,
             account: None,
         }
     }
@@ -342,6 +344,14 @@ impl Builder {
         self
     }
 
+    /// The media type of the stream (a URL's `Content-Type`), for
+    /// [`StreamBuffer::content_type`]. A range source reports its own.
+    #[cfg(feature = "client")]
+    pub(crate) fn with_content_type(mut self, content_type: Option<String>) -> Self {
+        self.content_type = content_type;
+        self
+    }
+
     /// The builder of a cache's member: the cache's budgets, spill file and workers.
     pub(crate) fn in_cache(mut self, account: std::sync::Arc<Account>) -> Self {
         self.segment_size = account.limits.segment_size;
@@ -472,6 +482,7 @@ impl Builder {
             read_ahead: self.read_ahead,
             window: self.window,
             validators: self.validators,
+            content_type: self.content_type,
             account: self.account,
         }
     }

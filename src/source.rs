@@ -213,6 +213,13 @@ pub trait RangeSource: Send + Sync + 'static {
     fn validators(&self) -> Validators {
         Validators::default()
     }
+
+    /// The media type of the resource (`video/mp4`), if the source knows it: a URL's
+    /// `Content-Type`. [`StreamBuffer::content_type`](crate::StreamBuffer::content_type) gives
+    /// it back, and the Range server sends it. The default knows nothing.
+    fn content_type(&self) -> Option<String> {
+        None
+    }
 }
 
 impl RangeSource for std::fs::File {

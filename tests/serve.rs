@@ -30,7 +30,7 @@ fn a_known_length_answers_the_range_matrix() {
     let model = data(1_000_000, 1);
     let len = model.len();
     let (running, url) = start(StreamBuffer::new(Cursor::new(model.clone())));
-    let buffer = running.server().buffer().clone();
+    let buffer = running.server().buffer().unwrap().clone();
     // The length is learnt by pulling to the end: ask for it first.
     assert_eq!(buffer.fill_to_end().unwrap(), len as u64);
 
@@ -249,21 +249,64 @@ fn a_failed_source_is_a_bad_gateway_or_a_cut_body() {
 }
 
 #[test]
-fn a_windowed_stream_advertises_no_ranges_and_serves_from_its_oldest_byte() {
+fn a_live_windowed_stream_advertises_no_ranges_and_serves_from_its_oldest_byte() {
+    let model = data(200_000, 4);
+    let (mut writer, buffer) = StreamBuffer::builder()
+        .segment_size(16 * 1024)
+        .window(64 * 1024)
+        .build_push()
+        .unwrap();
+    // Past the window: the first bytes are gone; the length is not known yet.
+    io::Write::write_all(&mut writer, &model[..150_000]).unwrap();
+    let start_at = buffer.window_start() as usize;
+    assert!(start_at > 0);
+    let (running, url) = start(buffer);
+    let head = curl(&url, &["-I", "-H", &range("0-99")]);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("accept-ranges"), Some("none"));
+    let getting = std::thread::spawn(move || curl(&url, &["-H", &range("0-99")]));
+    std::thread::sleep(Duration::from_millis(300));
+    io::Write::write_all(&mut writer, &model[150_000..]).unwrap();
+    writer.finish().unwrap();
+    let got = getting.join().unwrap();
+    assert_eq!(got.status, 200);
+    assert!(got.body == model[start_at..]);
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_windowed_stream_of_known_length_serves_ranges_inside_its_window() {
     let model = data(200_000, 4);
     let buffer = StreamBuffer::builder()
         .segment_size(16 * 1024)
         .window(64 * 1024)
         .build(Cursor::new(model.clone()))
         .unwrap();
-    // Pull past the window: the first bytes are gone.
+    // Pull past the window: the first bytes are gone, the length is known.
     assert_eq!(buffer.fill_to_end().unwrap(), model.len() as u64);
     let start_at = buffer.window_start() as usize;
     assert!(start_at > 0);
     let (running, url) = start(buffer);
+    // Before the window: gone.
     let got = curl(&url, &["-H", &range("0-99")]);
+    assert_eq!(got.status, 416);
+    assert_eq!(got.header("content-range"), Some("bytes */200000"));
+    let got = curl(&url, &["-H", &range(&format!("{}-", start_at - 1))]);
+    assert_eq!(got.status, 416);
+    // Inside it: a player seeks back within what the window holds.
+    let at = start_at + 1000;
+    let got = curl(&url, &["-H", &range(&format!("{at}-{}", at + 9999))]);
+    assert_eq!(got.status, 206);
+    assert_eq!(got.header("accept-ranges"), Some("bytes"));
+    let content_range = format!("bytes {at}-{}/200000", at + 9999);
+    assert_eq!(got.header("content-range"), Some(content_range.as_str()));
+    assert!(got.body == model[at..at + 10_000]);
+    let got = curl(&url, &["-H", &range("-5000")]);
+    assert_eq!(got.status, 206);
+    assert!(got.body == model[195_000..]);
+    // Without a range: from the oldest byte held.
+    let got = curl(&url, &[]);
     assert_eq!(got.status, 200);
-    assert_eq!(got.header("accept-ranges"), Some("none"));
     assert!(got.body == model[start_at..]);
     running.stop().unwrap();
 }
@@ -290,7 +333,7 @@ fn prebuffering_holds_the_first_response_until_the_bytes_are_in() {
 #[test]
 fn an_empty_stream_has_no_satisfiable_range() {
     let (running, url) = start(StreamBuffer::new(Cursor::new(Vec::new())));
-    running.server().buffer().fill_to_end().unwrap();
+    running.server().buffer().unwrap().fill_to_end().unwrap();
     let got = curl(&url, &[]);
     assert_eq!((got.status, got.body.len()), (200, 0));
     assert_eq!(got.header("content-length"), Some("0"));

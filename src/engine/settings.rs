@@ -35,6 +35,8 @@ pub(crate) struct Config {
     /// What identifies the resource, for a buffer that is not over a range source (which
     /// reports its own).
     pub(crate) validators: Validators,
+    /// The media type, for a buffer that is not over a range source.
+    pub(crate) content_type: Option<String>,
     /// The cache the buffer belongs to, whose budgets, spill file and workers it shares.
     pub(crate) account: Option<Arc<Account>>,
 }

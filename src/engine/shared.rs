@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     pub(in crate::engine) drive: Arc<Drive>,
     /// What identifies the resource: the range source's, or the builder's.
     pub(in crate::engine) validators: Validators,
+    /// The media type: the range source's, or the builder's.
+    pub(in crate::engine) content_type: Option<String>,
     /// This very `Shared`, for the background threads to hold weakly.
     pub(in crate::engine) me: Weak<Shared>,
     /// In a cache: when the buffer was last looked up or seen in use, in the account's clock.
@@ -315,6 +317,11 @@ impl Shared {
         &self.validators
     }
 
+    /// The media type, if known.
+    pub(crate) fn content_type(&self) -> Option<&str> {
+        self.content_type.as_deref()
+    }
+
     /// The stream's length, if known.
     pub(crate) fn len(&self) -> Option<u64> {
         self.state.read().len
@@ -427,16 +434,18 @@ impl Shared {
         if let Some(storage) = storage {
             let _ = storage_cell.set(Spill::Custom(storage));
         }
-        let (len, window, validators) = match &filler {
+        let (len, window, validators, content_type) = match &filler {
             Filler::Ranged(r) => (
                 config.declared_len.or_else(|| r.source.len()),
                 None,
                 r.source.validators(),
+                r.source.content_type(),
             ),
             Filler::Pull(_) | Filler::Push => (
                 config.declared_len,
                 config.window,
                 config.validators.clone(),
+                config.content_type.clone(),
             ),
         };
         let state = State::new(Index::new(config.shift), len, config.memory_budget);
@@ -465,6 +474,7 @@ impl Shared {
             #[cfg(feature = "tokio")]
             drive: Arc::new(Drive::new()),
             validators,
+            content_type,
             me: me.clone(),
             last_used_ms,
             stream_key: OnceLock::new(),

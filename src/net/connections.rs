@@ -218,6 +218,11 @@ impl<F: Future> Watched<F> {
             sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }
     }
+
+    /// The connection watched (to ask it to shut down gracefully).
+    pub(crate) fn conn(&mut self) -> Pin<&mut F> {
+        self.conn.as_mut()
+    }
 }
 
 impl<F: Future> Future for Watched<F> {
@@ -355,6 +360,21 @@ impl Connections {
         }
         table.open -= 1;
         Some(idle)
+    }
+
+    /// Closes every connection (the end of a drain); how many there were.
+    pub(crate) fn close_all(&self) -> usize {
+        let mut table = self.table();
+        let mut closed = 0;
+        for entry in table.entries.iter_mut().flatten() {
+            if let (false, Some(abort)) = (entry.closing, &entry.abort) {
+                entry.closing = true;
+                abort.abort();
+                closed += 1;
+            }
+        }
+        table.open -= closed;
+        closed
     }
 }
 

@@ -173,7 +173,10 @@ impl Builder {
             (None, Some(len)) => self.len(len),
             _ => self,
         };
-        builder.with_validators(pinned.validators()).build(body)
+        builder
+            .with_validators(pinned.validators())
+            .with_content_type(pinned.content_type)
+            .build(body)
     }
 }
 
@@ -199,6 +202,8 @@ struct Pinned {
     last_modified: Option<String>,
     /// The total length, from `Content-Range` (`None`: `*`).
     len: Option<u64>,
+    /// The `Content-Type` of the first response (not compared later: it is not a validator).
+    content_type: Option<String>,
 }
 
 impl Pinned {
@@ -207,6 +212,7 @@ impl Pinned {
             etag: header(response, "etag"),
             last_modified: header(response, "last-modified"),
             len,
+            content_type: header(response, "content-type"),
         }
     }
 
@@ -429,6 +435,10 @@ impl RangeSource for UrlSource {
 
     fn validators(&self) -> Validators {
         self.pinned.validators()
+    }
+
+    fn content_type(&self) -> Option<String> {
+        self.pinned.content_type.clone()
     }
 }
 
