@@ -1,100 +1,32 @@
-//! The `sparsebuf` command: `sparsebuf serve INPUT --listen ADDR` serves a pipe, a file or a URL
-//! over HTTP with `Range` requests, so that players can seek in a stream that cannot.
+//! The `sparsebuf` command: `sparsebuf serve INPUT` serves a pipe, a file, a directory or a URL
+//! over HTTP with `Range` requests, so that players can seek in a stream that cannot;
+//! `sparsebuf proxy BASE_URL` is a caching Range proxy of the resources under a URL.
 
+mod options;
+mod units;
+
+use std::ffi::OsStr;
+use std::future::Future as _;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sparsebuf::{Builder, Cache, Server, StreamBuffer};
+use clap::Parser;
+use sparsebuf::{Builder, Cache, CacheBuilder, Server, StreamBuffer};
 
-const HELP: &str = "\
-sparsebuf serve: serve a stream over HTTP with Range requests, so that players can seek in it
-
-USAGE:
-    sparsebuf serve INPUT --listen ADDR [OPTIONS]
-
-INPUT:
-    -                   standard input (a pipe), read forward as clients need it
-    PATH                a file, read where clients ask
-    http(s)://...       a URL: fetched by ranges if the server honours them, else streamed
-
-OPTIONS:
-    --listen ADDR       where to listen, e.g. 127.0.0.1:8080 (port 0: a free port). Required
-    --len BYTES         the stream's length, if known: lets clients seek before it ends
-    --memory-budget N   RAM for buffered bytes (default 5M)
-    --disk-budget N     spill file space past the RAM (default: unlimited)
-    --spill-dir DIR     where the spill file goes (default: the system's temp dir)
-    --cache-dir DIR     keep what is fetched of a file or URL in DIR, across restarts and
-                        crashes: the next run serves it without fetching it again, unless the
-                        resource changed (its ETag, Last-Modified or length). One run per DIR
-    --window N          keep only the last N bytes (a live stream); clients cannot seek back
-    --prebuffer N       hold responses until the first N bytes are in
-    --content-type T    the Content-Type sent (default application/octet-stream)
-    --send-timeout SECS drop a client that takes no bytes for this long (default 60)
-    --max-connections N at most N connections; at the limit the stalest is closed
-                        (default: from the descriptor limit, `ulimit -n`)
-    --quiet             print no progress (events such as source failures are still printed)
-    -h, --help          this help
-    -V, --version       the version
-
-    Sizes take K, M or G (powers of 1024): 64M, 1G.
-
-OUTPUT:
-    The first line on standard output is `listening on http://HOST:PORT/`; the stream is served
-    at `/`. While it runs, progress goes to standard error (bytes pulled, clients, bytes
-    served) unless --quiet, and so do events: a source that fails, an upstream that changed,
-    a client dropped for taking nothing, a spill that failed.
-
-EXAMPLES:
-    # A moov-at-end MP4 from a pipe that ffmpeg alone could not seek in:
-    cat film.mp4 | sparsebuf serve - --listen 127.0.0.1:8080 --len $(stat -c %s film.mp4) \\
-        --content-type video/mp4
-    ffplay http://127.0.0.1:8080/
-
-    # A live encoder, buffered 4 MiB before the first response:
-    ffmpeg -i input -f mpegts - | sparsebuf serve - --listen 127.0.0.1:8080 --prebuffer 4M \\
-        --content-type video/mp2t
-
-    # A remote file, fetched only where clients read:
-    sparsebuf serve https://example.com/big.iso --listen 127.0.0.1:8080
-";
-
-/// The parsed command line.
-struct Options {
-    input: String,
-    listen: String,
-    len: Option<u64>,
-    memory_budget: Option<u64>,
-    disk_budget: Option<u64>,
-    spill_dir: Option<PathBuf>,
-    cache_dir: Option<PathBuf>,
-    window: Option<u64>,
-    prebuffer: u64,
-    content_type: Option<String>,
-    send_timeout: Option<Duration>,
-    max_connections: Option<usize>,
-    quiet: bool,
-}
+use options::{Command, Common, Proxy, Serve, Sparsebuf};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-V" || a == "--version") {
-        println!("sparsebuf {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    let options = match parse(&args) {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("sparsebuf: {message} (see sparsebuf --help)");
-            return ExitCode::from(2);
-        }
+    let command = match Sparsebuf::try_parse() {
+        Ok(parsed) => parsed.command,
+        Err(error) => return options::usage_error(error),
     };
-    match serve(options) {
+    ACCESS.store(command.common().log, std::sync::atomic::Ordering::Relaxed);
+    if log::set_logger(&Events).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+    match run(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("sparsebuf: {message}");
@@ -103,267 +35,332 @@ fn main() -> ExitCode {
     }
 }
 
-/// `Ok(None)`: help was asked for.
-fn parse(args: &[String]) -> Result<Option<Options>, String> {
-    if args.is_empty() || args.iter().any(|a| a == "-h" || a == "--help") {
-        return Ok(None);
+/// What is being served, for the progress line; it also keeps the cache of a single stream
+/// (with `--cache-dir`) alive, and its directory locked, as long as the server.
+enum Watch {
+    Buffer {
+        buffer: StreamBuffer,
+        _cache: Option<Cache>,
+    },
+    Cache(Cache),
+}
+
+fn run(command: Command) -> Result<(), String> {
+    // A cache lives as long as the server (a persistent one keeps its directory locked).
+    let (server, watch) = match &command {
+        Command::Serve(serve) => serve_server(serve)?,
+        Command::Proxy(proxy) => proxy_server(proxy)?,
+    };
+    let common = command.common();
+    let mut server = server
+        .send_timeout(common.send_timeout.unwrap_or(Duration::from_secs(60)))
+        .access_log(common.log);
+    if let Some(n) = common.max_connections {
+        server = server.max_connections(n);
     }
-    if args[0] != "serve" {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sparsebuf-serve")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let listen = common.listen.clone();
+    let drain = common.drain;
+    let quiet = common.quiet;
+    runtime.block_on(async move {
+        let listener = bind(&listen).await?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let mut stdout = io::stdout();
+        let _ = writeln!(stdout, "listening on http://{local}/");
+        let _ = stdout.flush();
+        if !quiet {
+            let server = server.clone();
+            std::thread::spawn(move || progress(&watch, &server));
+        }
+        let signal = async move {
+            let name = stop_signal().await;
+            eprintln!(
+                "sparsebuf: {name}: no new connections; transfers in flight have {} s to finish",
+                drain.as_secs_f64()
+            );
+        };
+        server
+            .run_until(listener, signal, drain)
+            .await
+            .map_err(|e| format!("serving failed: {e}"))
+    })?;
+    // Connections left after the drain were closed; their tasks end with the runtime.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+async fn bind(listen: &str) -> Result<tokio::net::TcpListener, String> {
+    let addr = tokio::net::lookup_host(listen)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("cannot listen on {listen}: not an address (HOST:PORT)"))?;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))
+}
+
+/// Waits for SIGTERM or SIGINT; names it.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    let mut term = std::pin::pin!(term.recv());
+    let mut int = std::pin::pin!(int.recv());
+    std::future::poll_fn(|cx| {
+        if term.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready("SIGTERM");
+        }
+        int.as_mut().poll(cx).map(|_| "SIGINT")
+    })
+    .await
+}
+
+/// `sparsebuf serve`: one stream (a pipe, a file, a URL), or the files of a directory.
+fn serve_server(serve: &Serve) -> Result<(Server, Watch), String> {
+    let input = serve.input.as_os_str();
+    let shown = input.to_string_lossy();
+    let as_text = input.to_str();
+    let is_url = as_text.is_some_and(is_url);
+    let path = Path::new(input);
+    if !is_url && input != "-" && path.is_dir() {
+        if serve.len.is_some() || serve.window.is_some() || serve.content_type.is_some() {
+            return Err(
+                "a directory is served file by file: --len, --window and --content-type go with \
+                 one stream"
+                    .into(),
+            );
+        }
+        let cache = cache_builder(&serve.common)?
+            .build()
+            .map_err(|e| cache_error(&serve.common, e))?;
+        let server = Server::directory(cache.clone(), path)
+            .map_err(|e| format!("cannot serve {shown}: {e}"))?;
+        return Ok((server.prebuffer(serve.prebuffer), Watch::Cache(cache)));
+    }
+    let (buffer, cache) = match &serve.common.cache_dir {
+        Some(_) => {
+            let (buffer, cache) = open_cached(serve, input, is_url)?;
+            (buffer, Some(cache))
+        }
+        None => (open(serve, input, is_url)?, None),
+    };
+    let mut server = Server::new(buffer.clone()).prebuffer(serve.prebuffer);
+    let content_type = match &serve.content_type {
+        Some(content_type) => Some(content_type.clone()),
+        // A file's type by its extension; a URL's from its upstream (the server's default).
+        None if !is_url && input != "-" => guess(path),
+        None => None,
+    };
+    if let Some(content_type) = content_type {
+        server = server
+            .content_type(&content_type)
+            .map_err(|e| e.to_string())?;
+    }
+    let watch = Watch::Buffer {
+        buffer,
+        _cache: cache,
+    };
+    Ok((server, watch))
+}
+
+/// `sparsebuf proxy`: the resources under a base URL, through a cache.
+fn proxy_server(proxy: &Proxy) -> Result<(Server, Watch), String> {
+    if !is_url(&proxy.base_url) {
         return Err(format!(
-            "unknown command {:?}; the command is `serve`",
-            args[0]
+            "{:?} is not a base URL (http:// or https://)",
+            proxy.base_url
         ));
     }
-    let mut options = Options {
-        input: String::new(),
-        listen: String::new(),
-        len: None,
-        memory_budget: None,
-        disk_budget: None,
-        spill_dir: None,
-        cache_dir: None,
-        window: None,
-        prebuffer: 0,
-        content_type: None,
-        send_timeout: None,
-        max_connections: None,
-        quiet: false,
+    let mut builder = cache_builder(&proxy.common)?;
+    if let Some(bytes) = proxy.max_request {
+        builder = builder.buffer_settings(StreamBuffer::builder().max_request(bytes));
+    }
+    let cache = builder.build().map_err(|e| cache_error(&proxy.common, e))?;
+    let server =
+        Server::proxy(cache.clone(), &proxy.base_url).map_err(|e| format!("cannot proxy: {e}"))?;
+    Ok((server, Watch::Cache(cache)))
+}
+
+fn is_url(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+/// The media type of a file by its extension.
+fn guess(path: &Path) -> Option<String> {
+    let guessed = mime_guess::from_path(path).first()?;
+    Some(guessed.essence_str().to_string())
+}
+
+/// A cache with the common options' budgets, TTL and directory.
+fn cache_builder(common: &Common) -> Result<CacheBuilder, String> {
+    let mut builder = Cache::builder();
+    if let Some(bytes) = common.memory_budget {
+        let bytes = usize::try_from(bytes).map_err(|_| "--memory-budget is too large")?;
+        builder = builder.memory_budget(bytes);
+    }
+    if let Some(bytes) = common.disk_budget {
+        builder = builder.disk_budget(bytes);
+    }
+    if let Some(dir) = &common.spill_dir {
+        builder = builder.spill_dir(dir);
+    }
+    if let Some(ttl) = common.idle_ttl {
+        builder = builder.idle_ttl(ttl);
+    }
+    if let Some(dir) = &common.cache_dir {
+        builder = builder.persist(dir);
+    }
+    Ok(builder)
+}
+
+fn cache_error(common: &Common, error: io::Error) -> String {
+    match &common.cache_dir {
+        Some(dir) => format!("cannot use {}: {error}", dir.display()),
+        None => format!("cannot make the cache: {error}"),
+    }
+}
+
+/// The buffer over one input, with the options' settings.
+fn open(serve: &Serve, input: &OsStr, is_url: bool) -> Result<StreamBuffer, String> {
+    let common = &serve.common;
+    let mut builder: Builder = StreamBuffer::builder();
+    if let Some(len) = serve.len {
+        builder = builder.len(len);
+    }
+    if let Some(bytes) = common.memory_budget {
+        let bytes = usize::try_from(bytes).map_err(|_| "--memory-budget is too large")?;
+        builder = builder.memory_budget(bytes);
+    }
+    if let Some(bytes) = common.disk_budget {
+        builder = builder.disk_budget(bytes);
+    }
+    if let Some(dir) = &common.spill_dir {
+        builder = builder.spill_dir(dir);
+    }
+    if let Some(bytes) = serve.window {
+        builder = builder.window(bytes);
+    }
+    let shown = input.to_string_lossy();
+    if input == "-" {
+        builder.build(io::stdin()).map_err(|e| e.to_string())
+    } else if is_url {
+        builder
+            .build_url(&shown)
+            .map_err(|e| format!("cannot open {shown}: {e}"))
+    } else {
+        let file = std::fs::File::open(input).map_err(|e| format!("cannot open {shown}: {e}"))?;
+        builder
+            .build_ranged(file)
+            .map_err(|e| format!("cannot read {shown}: {e}"))
+    }
+}
+
+/// The buffer over a file or URL input, kept in the persistent cache directory.
+fn open_cached(
+    serve: &Serve,
+    input: &OsStr,
+    is_url: bool,
+) -> Result<(StreamBuffer, Cache), String> {
+    if input == "-" {
+        return Err("--cache-dir keeps files and URLs; a pipe cannot be fetched again".into());
+    }
+    if serve.window.is_some() || serve.len.is_some() {
+        return Err("--cache-dir does not go with --window or --len".into());
+    }
+    let cache = cache_builder(&serve.common)?
+        .build()
+        .map_err(|e| cache_error(&serve.common, e))?;
+    let shown = input.to_string_lossy();
+    let buffer = if is_url {
+        cache
+            .open_url(&shown)
+            .map_err(|e| format!("cannot open {shown}: {e}"))?
+    } else {
+        let path = std::fs::canonicalize(input).map_err(|e| format!("cannot open {shown}: {e}"))?;
+        let key = path.to_string_lossy().into_owned();
+        cache
+            .open_ranged(&key, || std::fs::File::open(&path))
+            .map_err(|e| format!("cannot read {shown}: {e}"))?
     };
-    let mut input = None;
-    let mut rest = args[1..].iter();
-    while let Some(arg) = rest.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| rest.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match name {
-            "--listen" => options.listen = value()?,
-            "--len" => options.len = Some(size(name, &value()?)?),
-            "--memory-budget" => options.memory_budget = Some(size(name, &value()?)?),
-            "--disk-budget" => options.disk_budget = Some(size(name, &value()?)?),
-            "--spill-dir" => options.spill_dir = Some(PathBuf::from(value()?)),
-            "--cache-dir" => options.cache_dir = Some(PathBuf::from(value()?)),
-            "--window" => options.window = Some(size(name, &value()?)?),
-            "--prebuffer" => options.prebuffer = size(name, &value()?)?,
-            "--content-type" => options.content_type = Some(value()?),
-            "--send-timeout" => options.send_timeout = Some(seconds(name, &value()?)?),
-            "--max-connections" => {
-                let text = value()?;
-                let n = text
-                    .trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("{name}: {text:?} is not a positive count"))?;
-                options.max_connections = Some(n);
-            }
-            "--quiet" | "-q" => options.quiet = true,
-            "-" => input = set_once(input, arg)?,
-            _ if arg.starts_with('-') => return Err(format!("unknown option {arg}")),
-            _ => input = set_once(input, arg)?,
-        }
-    }
-    options.input = input.ok_or("serve needs an INPUT: -, a file or a URL")?;
-    if options.listen.is_empty() {
-        return Err("serve needs --listen ADDR, e.g. --listen 127.0.0.1:8080".into());
-    }
-    Ok(Some(options))
+    Ok((buffer, cache))
 }
 
-fn set_once(input: Option<String>, arg: &str) -> Result<Option<String>, String> {
-    match input {
-        None => Ok(Some(arg.to_string())),
-        Some(first) => Err(format!("one INPUT only (got {first:?} and {arg:?})")),
-    }
-}
-
-/// `64M`, `1G`, `4096`: bytes.
-fn size(name: &str, text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (digits, shift) = match text.char_indices().last() {
-        Some((at, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => return Err(format!("{name}: unknown size suffix in {text:?}")),
-            };
-            (&text[..at], shift)
-        }
-        _ => (text, 0),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{name}: {text:?} is not a size (bytes, or with K, M, G)"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{name}: {text:?} is too large"))
-}
-
-/// `60`, `2.5`: a duration in seconds.
-fn seconds(name: &str, text: &str) -> Result<Duration, String> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| format!("{name}: {text:?} is not a number of seconds"))
-}
+/// Whether `--log` asked for the access lines.
+static ACCESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The library's events (source failures, changed upstreams, dropped clients, spill errors),
-/// one line each on stderr.
+/// and with `--log` one line per request, each a line on stderr.
 struct Events;
 
 impl log::Log for Events {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        if metadata.target() == "sparsebuf::access" {
+            return ACCESS.load(std::sync::atomic::Ordering::Relaxed);
+        }
         metadata.level() <= log::Level::Info && metadata.target().starts_with("sparsebuf")
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            let message = record.args().to_string();
-            let message = message.strip_prefix("sparsebuf: ").unwrap_or(&message);
-            eprintln!(
-                "sparsebuf: {}: {message}",
-                record.level().as_str().to_lowercase()
-            );
+        if !self.enabled(record.metadata()) {
+            return;
         }
+        if record.target() == "sparsebuf::access" {
+            eprintln!("sparsebuf: {}", record.args());
+            return;
+        }
+        let message = record.args().to_string();
+        let message = message.strip_prefix("sparsebuf: ").unwrap_or(&message);
+        eprintln!(
+            "sparsebuf: {}: {message}",
+            record.level().as_str().to_lowercase()
+        );
     }
 
     fn flush(&self) {}
 }
 
-fn serve(options: Options) -> Result<(), String> {
-    if log::set_logger(&Events).is_ok() {
-        log::set_max_level(log::LevelFilter::Info);
-    }
-    // A persistent cache lives as long as the server (its directory stays locked).
-    let (buffer, _cache) = match &options.cache_dir {
-        Some(dir) => {
-            let (buffer, cache) = open_cached(&options, dir)?;
-            (buffer, Some(cache))
-        }
-        None => (open(&options)?, None),
-    };
-    let mut server = Server::new(buffer.clone()).prebuffer(options.prebuffer);
-    if let Some(timeout) = options.send_timeout {
-        server = server.send_timeout(timeout);
-    }
-    if let Some(n) = options.max_connections {
-        server = server.max_connections(n);
-    }
-    if let Some(content_type) = &options.content_type {
-        server = server
-            .content_type(content_type)
-            .map_err(|e| e.to_string())?;
-    }
-    let running = server
-        .start(options.listen.as_str())
-        .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
-    let mut stdout = io::stdout();
-    let _ = writeln!(stdout, "listening on http://{}/", running.local_addr());
-    let _ = stdout.flush();
-    if !options.quiet {
-        let (buffer, server) = (buffer.clone(), running.server().clone());
-        std::thread::spawn(move || progress(&buffer, &server));
-    }
-    running.wait().map_err(|e| format!("serving failed: {e}"))
-}
-
-/// The buffer over the input, with the options' settings.
-fn open(options: &Options) -> Result<StreamBuffer, String> {
-    let mut builder: Builder = StreamBuffer::builder();
-    if let Some(len) = options.len {
-        builder = builder.len(len);
-    }
-    if let Some(bytes) = options.memory_budget {
-        let bytes = usize::try_from(bytes).map_err(|_| "--memory-budget is too large")?;
-        builder = builder.memory_budget(bytes);
-    }
-    if let Some(bytes) = options.disk_budget {
-        builder = builder.disk_budget(bytes);
-    }
-    if let Some(dir) = &options.spill_dir {
-        builder = builder.spill_dir(dir);
-    }
-    if let Some(bytes) = options.window {
-        builder = builder.window(bytes);
-    }
-    let input = options.input.as_str();
-    let lower = input.to_ascii_lowercase();
-    if input == "-" {
-        builder.build(io::stdin()).map_err(|e| e.to_string())
-    } else if lower.starts_with("http://") || lower.starts_with("https://") {
-        builder
-            .build_url(input)
-            .map_err(|e| format!("cannot open {input}: {e}"))
-    } else {
-        let file = std::fs::File::open(input).map_err(|e| format!("cannot open {input}: {e}"))?;
-        builder
-            .build_ranged(file)
-            .map_err(|e| format!("cannot read {input}: {e}"))
-    }
-}
-
-/// The buffer over a file or URL input, kept in the persistent cache directory `dir`.
-fn open_cached(options: &Options, dir: &std::path::Path) -> Result<(StreamBuffer, Cache), String> {
-    let input = options.input.as_str();
-    if input == "-" {
-        return Err("--cache-dir keeps files and URLs; a pipe cannot be fetched again".into());
-    }
-    if options.window.is_some() || options.len.is_some() {
-        return Err("--cache-dir does not go with --window or --len".into());
-    }
-    let mut builder = Cache::builder().persist(dir);
-    if let Some(bytes) = options.memory_budget {
-        let bytes = usize::try_from(bytes).map_err(|_| "--memory-budget is too large")?;
-        builder = builder.memory_budget(bytes);
-    }
-    if let Some(bytes) = options.disk_budget {
-        builder = builder.disk_budget(bytes);
-    }
-    let cache = builder
-        .build()
-        .map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
-    let lower = input.to_ascii_lowercase();
-    let buffer = if lower.starts_with("http://") || lower.starts_with("https://") {
-        cache
-            .open_url(input)
-            .map_err(|e| format!("cannot open {input}: {e}"))?
-    } else {
-        let path = std::fs::canonicalize(input).map_err(|e| format!("cannot open {input}: {e}"))?;
-        let key = path.to_string_lossy().into_owned();
-        cache
-            .open_ranged(&key, || std::fs::File::open(&path))
-            .map_err(|e| format!("cannot read {input}: {e}"))?
-    };
-    Ok((buffer, cache))
-}
-
 /// A line on stderr every second while something changes.
-fn progress(buffer: &StreamBuffer, server: &Server) {
+fn progress(watch: &Watch, server: &Server) {
     let mut last = None;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        let (stats, served) = (buffer.stats(), server.served());
-        let now = (stats.source_bytes, served.open, served.bytes);
+        let served = server.served();
+        let (pulled, end) = match watch {
+            Watch::Buffer { buffer, .. } => {
+                let end = match buffer.len() {
+                    Some(len) => format!(" of {:.1} MiB", mib(len)),
+                    None => String::new(),
+                };
+                (buffer.stats().source_bytes, end)
+            }
+            Watch::Cache(cache) => {
+                let stats = cache.stats();
+                let end = format!(" for {} resource(s)", stats.streams);
+                (stats.totals.source_bytes, end)
+            }
+        };
+        let now = (pulled, served.open, served.bytes);
         if last == Some(now) {
             continue;
         }
         last = Some(now);
-        let mib = |b: u64| b as f64 / (1 << 20) as f64;
-        let end = match buffer.len() {
-            Some(len) => format!(" of {:.1} MiB", mib(len)),
-            None => String::new(),
-        };
         eprintln!(
             "pulled {:.1} MiB{end}; {} client(s) connected, {} request(s); served {:.1} MiB",
-            mib(stats.source_bytes),
+            mib(pulled),
             served.open,
             served.requests,
             mib(served.bytes)

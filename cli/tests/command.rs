@@ -31,8 +31,41 @@ fn help_lists_every_option_with_examples() {
         "--quiet",
         "EXAMPLES",
         "sparsebuf serve - --listen",
+        "sparsebuf serve film.mkv",
+        "sparsebuf serve /srv/media",
+        "sparsebuf serve https://",
+        "sparsebuf proxy https://",
     ] {
         assert!(help.contains(option), "--help lacks {option}");
+    }
+    // Each command's help lists its options.
+    for (command, options) in [
+        (
+            "serve",
+            &["--len", "--window", "--prebuffer", "--content-type"][..],
+        ),
+        ("proxy", &["--max-request"][..]),
+    ] {
+        let (code, out, _) = run(bin(), &[command, "--help"], LIMIT);
+        assert_eq!(code, Some(0));
+        let help = String::from_utf8(out).unwrap();
+        let common = [
+            "--listen",
+            "--memory-budget",
+            "--disk-budget",
+            "--spill-dir",
+            "--cache-dir",
+            "--idle-ttl",
+            "--send-timeout",
+            "--max-connections",
+            "--drain",
+            "--log",
+            "--quiet",
+            "EXAMPLES",
+        ];
+        for option in options.iter().chain(&common) {
+            assert!(help.contains(option), "{command} --help lacks {option}");
+        }
     }
 }
 

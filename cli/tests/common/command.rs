@@ -90,9 +90,38 @@ impl Serving {
         }
     }
 
+    /// `sparsebuf <args>` (a `serve` or a `proxy`, with its `--listen`).
+    pub fn with_args(args: &[&str]) -> Serving {
+        let mut command = Command::new(bin());
+        command.args(args).stdin(Stdio::null());
+        Serving::spawn(command)
+    }
+
     /// The command's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) and waits up to `limit` for the command to exit; its exit
+    /// code (`None` if it did not exit in time: it is killed then) and its stderr.
+    pub fn signal_and_wait(mut self, signal: &str, limit: Duration) -> (Option<i32>, String) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let start = Instant::now();
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code();
+            }
+            if start.elapsed() > limit {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let err = self.stop();
+        (code, err)
     }
 
     /// Stops the command and returns what it wrote on stderr.
