@@ -76,7 +76,7 @@ fn wan() -> Behaviour {
     Behaviour {
         latency: LATENCY,
         rate: Some(RATE),
-        stall_after: None,
+        ..Behaviour::default()
     }
 }
 

@@ -59,6 +59,7 @@ pub struct Builder {
     storage: Option<std::sync::Arc<dyn SpillStorage>>,
     validators: Validators,
     content_type: Option<String>,
+    stale: Option<std::sync::Arc<std::sync::OnceLock<String>>>,
     /// Set by a `Cache` for the buffers it builds.
     account: Option<std::sync::Arc<Account>>,
 }
@@ -79,6 +80,7 @@ impl Default for Builder {
             storage: None,
             validators: Validators::default(),
             content_type: None,
+            stale: None,
             account: None,
         }
     }
@@ -352,6 +354,14 @@ impl Builder {
         self
     }
 
+    /// A verdict the source sets when the resource changed under the buffer (a URL's): a
+    /// cache opens such a buffer anew rather than serve it again.
+    #[cfg(feature = "client")]
+    pub(crate) fn with_stale(mut self, stale: std::sync::Arc<std::sync::OnceLock<String>>) -> Self {
+        self.stale = Some(stale);
+        self
+    }
+
     /// The builder of a cache's member: the cache's budgets, spill file and workers.
     pub(crate) fn in_cache(mut self, account: std::sync::Arc<Account>) -> Self {
         self.segment_size = account.limits.segment_size;
@@ -483,6 +493,7 @@ impl Builder {
             window: self.window,
             validators: self.validators,
             content_type: self.content_type,
+            stale: self.stale,
             account: self.account,
         }
     }

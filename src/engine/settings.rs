@@ -37,6 +37,8 @@ pub(crate) struct Config {
     pub(crate) validators: Validators,
     /// The media type, for a buffer that is not over a range source.
     pub(crate) content_type: Option<String>,
+    /// Set by the source when the resource changed under the buffer.
+    pub(crate) stale: Option<std::sync::Arc<std::sync::OnceLock<String>>>,
     /// The cache the buffer belongs to, whose budgets, spill file and workers it shares.
     pub(crate) account: Option<Arc<Account>>,
 }

@@ -343,6 +343,17 @@ impl Shared {
         state.complete || state.error.is_some()
     }
 
+    /// Whether the buffer should not be served again: its stream failed for good, or its
+    /// source found that the resource changed under it.
+    pub(crate) fn is_stale(&self) -> bool {
+        let changed = self
+            .config
+            .stale
+            .as_ref()
+            .is_some_and(|s| s.get().is_some());
+        changed || self.state.read().error.is_some()
+    }
+
     /// The stream's sticky failure, if it failed.
     pub(crate) fn failure(&self) -> Option<io::Error> {
         self.state.read().error.clone().map(Into::into)

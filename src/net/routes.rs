@@ -125,6 +125,13 @@ impl Routes {
     fn url(&self, base: &str, uri: &Uri) -> Found {
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
         let url = format!("{base}{path_and_query}");
+        // A buffer whose stream failed, or whose upstream changed, is opened anew: the next
+        // request heals what the last one saw fail.
+        if let Some(cached) = self.cache.get(&url) {
+            if cached.shared().is_stale() {
+                self.cache.remove(&url);
+            }
+        }
         match self.cache.open_url(&url) {
             Ok(buffer) => {
                 // The upstream's own type first; else the extension's.

@@ -106,9 +106,9 @@ impl Builder {
         let source = UrlSource::new(url);
         let probe = source.retry.run(|| source.probe())?;
         match probe {
-            Probe::Ranged(pinned) if !pinned.is_empty() || pinned.len == Some(0) => {
-                self.build_ranged(UrlSource { pinned, ..source })
-            }
+            Probe::Ranged(pinned) if !pinned.is_empty() || pinned.len == Some(0) => self
+                .with_stale(source.changed.clone())
+                .build_ranged(UrlSource { pinned, ..source }),
             // No validator: one plain GET, read forward.
             Probe::Ranged(_) => match source.retry.run(|| source.get_whole())? {
                 Probe::Whole { len, body, pinned } => self.build_whole(len, body, pinned),

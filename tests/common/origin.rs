@@ -19,6 +19,9 @@ pub struct Behaviour {
     pub rate: Option<u64>,
     /// Each response stops after this many body bytes until [`Origin::release`].
     pub stall_after: Option<u64>,
+    /// Offsets of the resource where the origin cuts the connection, once each: the first
+    /// response to reach one sends the bytes before it and closes without the rest.
+    pub cut_at: Vec<u64>,
 }
 
 /// One response, as it went.
@@ -51,6 +54,8 @@ struct Shared {
     log: Mutex<Vec<Served>>,
     released: Mutex<bool>,
     release: Condvar,
+    /// The cuts still to come.
+    cuts: Mutex<Vec<u64>>,
 }
 
 /// The running origin (its threads end with the process; each test starts its own).
@@ -63,8 +68,10 @@ impl Origin {
     pub fn start(data: Arc<Vec<u8>>, behaviour: Behaviour) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/object.bin", listener.local_addr().unwrap());
+        let cuts = Mutex::new(behaviour.cut_at.clone());
         let shared = Arc::new(Shared {
             data,
+            cuts,
             behaviour,
             log: Mutex::new(Vec::new()),
             released: Mutex::new(false),
@@ -85,6 +92,16 @@ impl Origin {
     /// Every response so far, in the order they started.
     pub fn log(&self) -> Vec<Served> {
         self.shared.log.lock().unwrap().clone()
+    }
+
+    /// Body bytes sent so far, over every response.
+    pub fn bytes_sent(&self) -> u64 {
+        self.shared.log.lock().unwrap().iter().map(|s| s.sent).sum()
+    }
+
+    /// The cuts still to come.
+    pub fn cuts_left(&self) -> usize {
+        self.shared.cuts.lock().unwrap().len()
     }
 
     /// Requests answered so far.
@@ -216,6 +233,20 @@ fn send(
             }
         }
         let at = (start + sent) as usize;
+        let cut = {
+            let mut cuts = shared.cuts.lock().unwrap();
+            let found = cuts
+                .iter()
+                .position(|&c| (at as u64..at as u64 + n).contains(&c));
+            found.map(|i| cuts.swap_remove(i))
+        };
+        if let Some(cut) = cut {
+            let before = (cut - at as u64) as usize;
+            out.write_all(&shared.data[at..at + before])?;
+            shared.log.lock().unwrap()[index].sent = sent + before as u64;
+            let _ = out.shutdown(std::net::Shutdown::Both);
+            return Err(io::Error::new(io::ErrorKind::ConnectionReset, "cut"));
+        }
         out.write_all(&shared.data[at..at + n as usize])?;
         sent += n;
         shared.log.lock().unwrap()[index].sent = sent;
