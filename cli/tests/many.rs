@@ -88,6 +88,27 @@ fn proxy_serves_each_path_of_nginx_from_one_shared_fetch() {
         .count();
     assert!(keyed >= 4, "the query's resource was fetched anew");
 
+    // The upstream changes: a response is the old version or the new one, never a mix, and
+    // within a few requests the new one (a fetch that finds the change marks the buffer
+    // stale; the next request opens it anew).
+    let new_clip = data(900_000, 36);
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(root.path().join("sub/clip.mp4"), &new_clip).unwrap();
+    let mut seen_new = false;
+    for _ in 0..4 {
+        let got = curl(&url, &["-H", "Range: bytes=0-"]);
+        match got.status {
+            502 => continue,
+            206 if got.body == new_clip => {
+                seen_new = true;
+                break;
+            }
+            206 => assert!(got.body == clip, "a mix of versions"),
+            other => panic!("status {other}"),
+        }
+    }
+    assert!(seen_new, "the proxy kept serving the old version");
+
     // No path leaves the base URL.
     let got = curl(&format!("{}sub/../film.bin", proxy.url), &["--path-as-is"]);
     assert_eq!(got.status, 403);
