@@ -1,4 +1,5 @@
-//! Real players against `sparsebuf serve -` fed through a pipe: ffprobe/ffmpeg decoding and
+//! Real players against `sparsebuf serve -` fed through a pipe, and against `sparsebuf proxy` in
+//! front of nginx: ffprobe/ffmpeg decoding and
 //! seeking a moov-at-end MP4 (which ffmpeg cannot read from the pipe itself), and headless
 //! Chromium seeking a `<video>` to 80%. The clients are Debian's `ffmpeg` and `chromium`;
 //! `.ci/run` installs them, and a missing one fails the test with a message.
@@ -161,8 +162,56 @@ fn chromium_seeks_a_video_served_from_a_pipe_to_80_percent_and_plays_on() {
     let file = moov_at_end(dir.path());
     let len = std::fs::metadata(&file).unwrap().len().to_string();
     let serving = Serving::pipe(&file, &["--len", &len, "--content-type", "video/mp4"]);
+    chromium_seeks_to_80_percent(dir.path(), &serving.url);
+    drop(serving);
+}
+
+/// nginx serves the moov-at-end MP4; `sparsebuf proxy` is in front of it.
+fn proxied(dir: &Path) -> (common::nginx::Nginx, Serving, PathBuf) {
+    let root = dir.join("origin");
+    std::fs::create_dir(&root).unwrap();
+    let file = moov_at_end(&root);
+    let nginx = common::nginx::Nginx::start(&root, "types { video/mp4 mp4; }");
+    let proxy = Serving::with_args(&["proxy", &nginx.url(""), "--listen", "127.0.0.1:0"]);
+    (nginx, proxy, file)
+}
+
+#[test]
+fn ffmpeg_decodes_and_seeks_a_moov_at_end_mp4_through_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nginx, proxy, file) = proxied(dir.path());
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let url = format!("{}{name}", proxy.url);
+    let file_text = file.to_str().unwrap();
+    assert_eq!(md5_of(&url, None), md5_of(file_text, None));
+    assert_eq!(md5_of(&url, Some("20")), md5_of(file_text, Some("20")));
+    // Fetched once from the origin, however often ffmpeg seeks.
+    let len = std::fs::metadata(&file).unwrap().len();
+    let sent: u64 = nginx
+        .requests()
+        .iter()
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(sent <= len * 102 / 100, "{sent} bytes fetched for {len}");
+    drop(proxy);
+}
+
+#[test]
+fn chromium_seeks_a_video_through_the_proxy_to_80_percent_and_plays_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_nginx, proxy, file) = proxied(dir.path());
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let url = format!("{}{name}", proxy.url);
+    let got = common::curl::curl(&url, &["-I"]);
+    assert_eq!(got.header("content-type"), Some("video/mp4"));
+    chromium_seeks_to_80_percent(dir.path(), &url);
+    drop(proxy);
+}
+
+/// Headless Chromium plays `url` in a `<video>`, seeks it to 80% and plays on; the page
+/// reports its events to a loopback server.
+fn chromium_seeks_to_80_percent(dir: &Path, url: &str) {
     let (port, reports) = report_server();
-    let page = dir.path().join("page.html");
     let html = format!(
         r#"<!doctype html><video id=v src="{url}" muted preload=auto></video>
 <script>
@@ -177,9 +226,9 @@ v.addEventListener('timeupdate', () => {{
   if (v.currentTime > v.duration * 0.8 + 0.5) report('playing=' + v.currentTime);
 }});
 v.addEventListener('error', () => report('error=' + (v.error && v.error.code)));
-</script>"#,
-        url = serving.url
+</script>"#
     );
+    let page = dir.join("page.html");
     std::fs::write(&page, html).unwrap();
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let mut browser = Command::new(&chromium)
@@ -191,10 +240,7 @@ v.addEventListener('error', () => report('error=' + (v.error && v.error.code)));
             "--autoplay-policy=no-user-gesture-required",
             "--no-first-run",
         ])
-        .arg(format!(
-            "--user-data-dir={}",
-            dir.path().join("profile").display()
-        ))
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
         .arg(format!("file://{}", page.display()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -227,5 +273,4 @@ v.addEventListener('error', () => report('error=' + (v.error && v.error.code)));
     assert!((at - 24.0).abs() < 0.5, "seeked to {at}, not 80%");
     let playing = playing.expect("Chromium did not play on after the seek");
     assert!(playing > at, "{playing} after {at}");
-    drop(serving);
 }
