@@ -80,8 +80,12 @@
 //!
 //! - `tokio`: `AsyncReader` (`StreamBuffer::async_reader`), `StreamBuffer::read_at_async`,
 //!   and tokio's `AsyncWrite` for `Writer`. No task blocks its runtime thread.
-//! - `http`: `HttpSink`; `Server`, an HTTP Range server on hyper; `Builder::build_url` for
-//!   URL sources; the `sparsebuf serve` command. Implies `tokio`.
+//! - `http`: `HttpSink`; `Server`, an HTTP Range server on hyper (one buffer, the files of a
+//!   directory, or a caching proxy of a base URL, through a `Cache`); `Builder::build_url` for
+//!   URL sources; the `sparsebuf serve` and `sparsebuf proxy` commands. Implies `tokio`. (Its
+//!   halves: `client` and `server`.)
+//! - `tower`: `Server` as a tower `Service`, to mount it in an axum or tower application.
+//!   Implies `server`.
 //! - `object-store`: `ObjectSink`, `upload` and `ObjectSource` through `object_store`.
 
 #![deny(unsafe_op_in_unsafe_fn)]

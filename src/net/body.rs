@@ -56,11 +56,12 @@ impl Part {
 /// bytes held before the failure: the connection must then be cut (hyper does), so that the
 /// client sees an error and never a clean, short end.
 ///
-/// Its first frames may be read before the head is sent ([`prime`](ServeBody::prime)). When
-/// the stream fails in the middle, the body does not end at once: hyper would close the
-/// connection and drop what it has not written yet. It waits until the connection has flushed
-/// every frame given so far, then fails, so the client gets every byte held before the failure
-/// and then a cut (an error, never a clean end).
+/// Its first bytes are read before the head is made, so that a source that fails at once is a
+/// `502` rather than a cut. When the server runs the connection itself and the stream fails in
+/// the middle, the body does not end at once (hyper would close the connection and drop what
+/// it has not written yet): it waits until the connection has flushed every frame given so
+/// far, then fails, so the client gets every byte held before the failure and then a cut.
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub struct ServeBody {
     parts: std::collections::VecDeque<Part>,
     cursor: Option<AsyncReader>,

@@ -74,7 +74,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 ///   still holds is answered `206`, and one that starts before it `416`: a player can pause and
 ///   seek back within the window. While the length is unknown they advertise
 ///   `Accept-Ranges: none`, ignore `Range`, and serve each client from the oldest byte held.
-/// - **Clients.** Each request reads through its own [`AsyncReader`]: clients run at their own
+/// - **Clients.** Each request reads through its own [`AsyncReader`](crate::AsyncReader): clients run at their own
 ///   pace, and a slow one holds back no other (except through a window, whose writer waits for
 ///   its slowest reader). A client that disconnects drops its cursor at once. A client that
 ///   stops reading is dropped, with its cursor, once its socket has taken nothing for the
@@ -331,7 +331,9 @@ impl Server {
     /// use hyper::{Request, StatusCode};
     ///
     /// # tokio::runtime::Runtime::new()?.block_on(async {
-    /// let buffer = StreamBuffer::builder().build_ranged(b"hello, world".to_vec())?;
+    /// let buffer = StreamBuffer::builder()
+    ///     .len(12)
+    ///     .build(std::io::Cursor::new(b"hello, world".to_vec()))?;
     /// let server = Server::new(buffer);
     /// let request = Request::get("/")
     ///     .header("host", "example")
@@ -373,9 +375,13 @@ impl Server {
     /// use std::time::Duration;
     ///
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    /// let ctrl_c = async { tokio::signal::ctrl_c().await.ok(); };
+    /// // Sent by whatever decides the end: a signal handler, an admin endpoint...
+    /// let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let stopped = async {
+    ///     stopped.await.ok();
+    /// };
     /// sparsebuf::Server::new(buffer)
-    ///     .run_until(listener, ctrl_c, Duration::from_secs(10))
+    ///     .run_until(listener, stopped, Duration::from_secs(10))
     ///     .await
     /// # }
     /// ```
@@ -651,6 +657,27 @@ impl Server {
             progress,
         };
         respond(resource, ask).await
+    }
+}
+
+/// A [`Server`] is a tower `Service` (feature `tower`): mount it in an axum `Router` with
+/// `nest_service("/video", server)` (axum strips the prefix: a server of one buffer serves it
+/// at the route itself, a server of a cache the paths under the route). Each call is
+/// [`Server::handle`]; the service is always ready and never fails (errors are responses).
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+impl<B> tower_service::Service<Request<B>> for Server {
+    type Response = Response<ServeBody>;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let response = self.handle(request);
+        Box::pin(async move { Ok(response.await) })
     }
 }
 
