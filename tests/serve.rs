@@ -408,3 +408,28 @@ fn a_client_that_disconnects_releases_its_cursor_at_once() {
     });
     running.stop().unwrap();
 }
+
+/// `Running::shutdown` drains: a response in flight (its client reads slowly, past what the
+/// sockets buffer) gets every byte, then the server stops and refuses new connections.
+#[test]
+fn shutdown_lets_a_response_in_flight_finish() {
+    let model = data(24_000_000, 9);
+    let buffer = StreamBuffer::builder()
+        .build(Cursor::new(model.clone()))
+        .unwrap();
+    let (running, url) = start(buffer);
+    let reading = {
+        let url = url.clone();
+        std::thread::spawn(move || curl(&url, &["--limit-rate", "8M"]))
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    running.shutdown(Duration::from_secs(30)).unwrap();
+    let got = reading.join().unwrap();
+    assert_eq!(got.status, 200);
+    assert!(got.body == model, "{} bytes", got.body.len());
+    let refused = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5", &url])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}

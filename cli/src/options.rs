@@ -108,7 +108,7 @@ pub struct Proxy {
     /// The URL under which requests' paths are looked up (http:// or https://)
     #[arg(value_name = "BASE_URL")]
     pub base_url: String,
-    /// The most one upstream request asks for at once (default 8M): larger, fewer requests
+    /// The most one upstream request asks for at once (default 16M): larger, fewer requests
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub max_request: Option<u64>,
     #[command(flatten)]

@@ -234,6 +234,7 @@ fn fetch_streamed(
             None
         }
     };
+    let (began, mut read) = (Instant::now(), 0u64);
     for (i, segment) in plan.segments.clone().enumerate() {
         if i >= plan.fetched || progress.ended || progress.result.is_err() {
             publish_segment(shared, plan, i, segment, None, 0, ahead, progress);
@@ -283,6 +284,7 @@ fn fetch_streamed(
                 }
                 Ok(k) => {
                     n += k;
+                    read += k as u64;
                     open.pos += k as u64;
                     stream = Some(open);
                 }
@@ -295,6 +297,7 @@ fn fetch_streamed(
         }
         publish_segment(shared, plan, i, segment, Some(buf), n, ahead, progress);
     }
+    ranged.streams.note_rate(read, began.elapsed());
     if let Some(open) = stream {
         // Kept for the next fetch at its position, unless the source ended, or the bytes there
         // are filled already or being fetched by a reader that does not wait for this stream.
@@ -336,7 +339,12 @@ fn take_stream(
                 None | Some(Slot::Absent | Slot::Fetching)
             )
     };
-    let (taken, dropped, successor) = ranged.streams.take(pos, run, Instant::now(), stale);
+    // A request stops where bytes are filled or on their way already (a far reader's fetch).
+    let free = |from: u64, to: u64| shared.state.read().index.first_taken(from, to);
+    let (taken, dropped, successor) =
+        ranged
+            .streams
+            .take_within(pos, run, Instant::now(), stale, free);
     drop(dropped);
     if let Some(ticket) = successor {
         open_ahead(ranged, ticket);

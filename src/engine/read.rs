@@ -272,9 +272,20 @@ impl Shared {
     ) -> io::Result<u64> {
         let shared = self;
         let mut pos = offset;
+        let shift = shared.config.shift;
         loop {
             // A persistent cache's stored copies are checked and served before any fetch.
             shared.take_stored(pos, end, max_run(shared));
+            // A response that will bring `pos` (a sequential reader's, open or coming) is read
+            // on up to it rather than asked for twice; only a reader's own walk does this, and
+            // only where every segment in between is absent (so nothing is fetched twice).
+            let lead = match ahead {
+                None => ranged
+                    .streams
+                    .lead_in(pos, ranged.streams.lead_limit())
+                    .filter(|p| p & ((1 << shift) - 1) == 0),
+                Some(_) => None,
+            };
             let seen = shared.publish.generation();
             let claimed = {
                 let mut state = shared.state.write();
@@ -305,10 +316,13 @@ impl Shared {
                         return Ok(end);
                     }
                 }
+                let from = lead
+                    .filter(|&p| p >= state.window_start && state.index.first_taken(p, pos) == pos)
+                    .unwrap_or(pos);
                 claim(
                     &mut state,
-                    shared.config.shift,
-                    (pos, end),
+                    shift,
+                    (from, end),
                     ranged.max_fetches,
                     max_run(shared),
                 )

@@ -113,6 +113,8 @@ struct Busy {
     id: u64,
     run_end: u64,
     end: u64,
+    /// Sequential steps of its chain.
+    seq: u32,
 }
 
 struct Pool<R> {
@@ -139,7 +141,14 @@ pub(crate) struct Streams<R> {
     #[cfg(not(loom))]
     reaper: Mutex<Option<std::thread::JoinHandle<()>>>,
     limits: Limits,
+    /// How fast one response brings its bytes, in bytes per second (a moving average of the
+    /// fetches' reads; 0 until one is measured).
+    rate: std::sync::atomic::AtomicU64,
 }
+
+/// How long a reader may read on through an open response to reach its bytes (see
+/// [`Streams::lead_in`]): about what a new request's round trip would cost it.
+const LEAD_TIME: Duration = Duration::from_millis(100);
 
 impl<R> Streams<R> {
     pub(crate) fn new(limits: Limits) -> Self {
@@ -158,7 +167,32 @@ impl<R> Streams<R> {
             #[cfg(not(loom))]
             reaper: Mutex::new(None),
             limits,
+            rate: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A fetch read `bytes` from a response in `elapsed`: the rate's moving average.
+    pub(crate) fn note_rate(&self, bytes: u64, elapsed: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if bytes < self.limits.segment_size || elapsed.is_zero() {
+            return;
+        }
+        let sample = (bytes as f64 / elapsed.as_secs_f64()).min(u64::MAX as f64 / 4.0) as u64;
+        let old = self.rate.load(Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            (old / 4) * 3 + sample / 4
+        };
+        self.rate.store(new, Relaxed);
+    }
+
+    /// How far before a reader's position an open response may be for the reader to read on
+    /// through it: what one response brings in [`LEAD_TIME`], at most one request.
+    pub(crate) fn lead_limit(&self) -> u64 {
+        let rate = self.rate.load(std::sync::atomic::Ordering::Relaxed);
+        let reach = (rate as f64 * LEAD_TIME.as_secs_f64()) as u64;
+        reach.min(self.limits.max_request)
     }
 
     /// A stream for the run `[at, at + run)`: one at `at`, waited for if a busy one is coming
@@ -166,6 +200,7 @@ impl<R> Streams<R> {
     /// position are filled already (such a stream can serve nobody: it is dropped). Also returns
     /// the streams dropped meanwhile (to be dropped by the caller, outside the lock) and, for a
     /// sequential chain with room in flight, a ticket for its successor.
+    #[cfg(test)]
     pub(crate) fn take(
         &self,
         at: u64,
@@ -173,14 +208,29 @@ impl<R> Streams<R> {
         now: Instant,
         stale: impl Fn(u64) -> bool,
     ) -> (Take<R>, Vec<R>, Option<Ticket>) {
+        self.take_within(at, run, now, stale, |_, to| to)
+    }
+
+    /// [`take`](Streams::take), where `free(from, to)` says where the first byte of
+    /// `[from, to)` that is filled or being fetched already lies (`to` if none): a new request
+    /// (or a successor) ends there, so that no response brings bytes the buffer has, or will
+    /// have from another request (a far reader's, say).
+    pub(crate) fn take_within(
+        &self,
+        at: u64,
+        run: u64,
+        now: Instant,
+        stale: impl Fn(u64) -> bool,
+        free: impl Fn(u64, u64) -> u64,
+    ) -> (Take<R>, Vec<R>, Option<Ticket>) {
         let mut dropped = Vec::new();
         let mut pool = self.pool.lock();
         loop {
             pool.sweep(now, &stale, &mut dropped);
             if let Some(i) = pool.idle.iter().position(|s| s.open.pos == at) {
                 let mut open = pool.idle.swap_remove(i).open;
-                open.id = pool.book(at.saturating_add(run), open.end);
-                let ahead = self.successor(&mut pool, open.end, open.size, open.seq);
+                open.id = pool.book(at.saturating_add(run), open.end, open.seq);
+                let ahead = self.successor(&mut pool, open.end, open.size, open.seq, &free);
                 return (Take::Stream(open), dropped, ahead);
             }
             let coming = pool.busy.iter().any(|b| b.run_end == at && b.end > at);
@@ -192,15 +242,21 @@ impl<R> Streams<R> {
                 }
                 continue;
             }
-            let ticket = self.ticket(&mut pool, at, run);
+            let ticket = self.ticket(&mut pool, at, run, &free);
             let end = ticket.len.map_or(u64::MAX, |len| at.saturating_add(len));
-            let ahead = self.successor(&mut pool, end, ticket.size, ticket.seq);
+            let ahead = self.successor(&mut pool, end, ticket.size, ticket.seq, &free);
             return (Take::Open(ticket), dropped, ahead);
         }
     }
 
     /// A new request at `at` for a run of `run` bytes, booked as busy.
-    fn ticket(&self, pool: &mut Pool<R>, at: u64, run: u64) -> Ticket {
+    fn ticket(
+        &self,
+        pool: &mut Pool<R>,
+        at: u64,
+        run: u64,
+        free: &impl Fn(u64, u64) -> u64,
+    ) -> Ticket {
         let seg = self.limits.segment_size.max(1);
         let previous = pool.recent.iter().find(|(end, _, _)| *end == at).copied();
         let (size, seq) = match previous {
@@ -211,9 +267,18 @@ impl<R> Streams<R> {
             None => (run, 0),
         };
         let size = size.div_ceil(seg).saturating_mul(seg).max(seg);
-        let len = (seq == 0 || self.limits.max_request != u64::MAX).then_some(size);
+        let bounded = seq == 0 || self.limits.max_request != u64::MAX;
+        // Past the run, only as far as nothing is there or on its way.
+        let size = if bounded && size > run {
+            let reach = free(at.saturating_add(run), at.saturating_add(size));
+            let size = reach.saturating_sub(at).max(run);
+            size.div_ceil(seg).saturating_mul(seg).max(seg)
+        } else {
+            size
+        };
+        let len = bounded.then_some(size);
         let end = len.map_or(u64::MAX, |len| at.saturating_add(len));
-        let id = pool.book(at.saturating_add(run).min(end), end);
+        let id = pool.book(at.saturating_add(run).min(end), end, seq);
         pool.remember(end, size, seq);
         Ticket {
             at,
@@ -227,7 +292,14 @@ impl<R> Streams<R> {
     /// The successor of a sequential chain's request ending at `end`: booked if the chain is
     /// sequential twice over, nothing is open or coming there, and fewer than `in_flight`
     /// streams are open.
-    fn successor(&self, pool: &mut Pool<R>, end: u64, size: u64, seq: u32) -> Option<Ticket> {
+    fn successor(
+        &self,
+        pool: &mut Pool<R>,
+        end: u64,
+        size: u64,
+        seq: u32,
+        free: &impl Fn(u64, u64) -> u64,
+    ) -> Option<Ticket> {
         let open = pool.idle.len() + pool.busy.len();
         if seq < 2 || end == u64::MAX || pool.closed || open >= self.limits.in_flight {
             return None;
@@ -238,26 +310,44 @@ impl<R> Streams<R> {
             return None;
         }
         // Booked as a busy stream that will be given back at `end`, so a fetch there waits for
-        // it instead of opening another.
-        let ticket = self.ticket_after(pool, end, size, seq);
-        Some(ticket)
+        // it instead of opening another; not where the bytes are there or coming already.
+        self.ticket_after(pool, end, size, seq, free)
     }
 
-    fn ticket_after(&self, pool: &mut Pool<R>, at: u64, size: u64, seq: u32) -> Ticket {
+    fn ticket_after(
+        &self,
+        pool: &mut Pool<R>,
+        at: u64,
+        size: u64,
+        seq: u32,
+        free: &impl Fn(u64, u64) -> u64,
+    ) -> Option<Ticket> {
         let size = size.saturating_mul(2).min(self.limits.max_request);
         let seg = self.limits.segment_size.max(1);
         let size = size.div_ceil(seg).saturating_mul(seg).max(seg);
-        let len = (self.limits.max_request != u64::MAX).then_some(size);
+        let bounded = self.limits.max_request != u64::MAX;
+        let size = if bounded {
+            let reach = free(at, at.saturating_add(size));
+            // Whole segments only; none free at `at`: no successor.
+            let size = reach.saturating_sub(at) / seg * seg;
+            if size == 0 {
+                return None;
+            }
+            size
+        } else {
+            size
+        };
+        let len = bounded.then_some(size);
         let end = len.map_or(u64::MAX, |len| at.saturating_add(len));
-        let id = pool.book(at, end);
+        let id = pool.book(at, end, seq + 1);
         pool.remember(end, size, seq + 1);
-        Ticket {
+        Some(Ticket {
             at,
             len,
             size,
             seq: seq + 1,
             id,
-        }
+        })
     }
 
     /// A fetch is done with `open`, which is at `open.pos` now: kept for the next fetch there
@@ -318,6 +408,26 @@ impl<R> Streams<R> {
             }
         }
         at
+    }
+
+    /// Where a sequential reader's response, already open (or coming), will bring the byte at
+    /// `pos`: the position `p` of the nearest stream of a chain sequential twice over, idle at
+    /// `p` or to be given back there, whose bytes run past `pos`, with `p < pos` no more than
+    /// `limit` bytes before it. A reader that needs `pos` may read on from `p` (publishing what
+    /// is in between, which the sequential reader will want) instead of asking for `pos` with
+    /// a request of its own, which that response would then bring a second time. Responses of
+    /// scattered reads are not read through: nobody may want the bytes in between.
+    pub(crate) fn lead_in(&self, pos: u64, limit: u64) -> Option<u64> {
+        let pool = self.pool.lock();
+        let idle = pool
+            .idle
+            .iter()
+            .map(|s| (s.open.pos, s.open.end, s.open.seq));
+        let busy = pool.busy.iter().map(|b| (b.run_end, b.end, b.seq));
+        idle.chain(busy)
+            .filter(|&(p, end, seq)| seq >= 2 && p < pos && pos < end && pos - p <= limit)
+            .map(|(p, _, _)| p)
+            .max()
     }
 
     /// Whether a fetch waits for a stream to come back at `pos`.
@@ -411,10 +521,15 @@ impl<R> Streams<R> {
 }
 
 impl<R> Pool<R> {
-    fn book(&mut self, run_end: u64, end: u64) -> u64 {
+    fn book(&mut self, run_end: u64, end: u64, seq: u32) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.busy.push(Busy { id, run_end, end });
+        self.busy.push(Busy {
+            id,
+            run_end,
+            end,
+            seq,
+        });
         id
     }
 
@@ -521,6 +636,98 @@ mod tests {
             Take::Open(t) => assert_eq!(t.len, None),
             Take::Stream(_) => panic!(),
         }
+    }
+
+    #[test]
+    fn requests_and_successors_stop_where_bytes_are_taken() {
+        let s = streams(4);
+        // Bytes from 10 segments on are filled or being fetched (a far reader's).
+        let filled_from = 10 * SEG;
+        let free = |from: u64, to: u64| {
+            if to > filled_from {
+                filled_from.max(from)
+            } else {
+                to
+            }
+        };
+        let mut at = 0;
+        let mut ends = Vec::new();
+        let mut successors = Vec::new();
+        for _ in 0..4 {
+            let (got, _, ahead) = s.take_within(at, SEG, Instant::now(), |_| false, free);
+            let Take::Open(t) = got else { panic!() };
+            let o = t.opened("r");
+            ends.push(o.end);
+            successors.push(ahead.map(|t| (t.at, t.len)));
+            at = o.end;
+            s.forget(o.id());
+            if let Some(Some((a, len))) = successors.last() {
+                at = a + len.unwrap();
+            }
+            if at >= filled_from {
+                break;
+            }
+        }
+        // Doubling (1, 2, 4 segments), then the successor of the 4-segment request stops at
+        // the taken bytes: no response brings a byte past 10 segments.
+        assert!(ends.iter().all(|&e| e <= filled_from), "{ends:?}");
+        let reaches: Vec<u64> = successors
+            .iter()
+            .flatten()
+            .map(|(a, l)| a + l.unwrap())
+            .collect();
+        assert!(reaches.iter().all(|&e| e <= filled_from), "{reaches:?}");
+        assert_eq!(at, filled_from, "{ends:?} {successors:?}");
+        // Nothing free where a successor would start: none is booked.
+        let s = streams(4);
+        let none_free = |from: u64, _: u64| from;
+        let mut at = 0;
+        for _ in 0..3 {
+            let (got, _, ahead) = s.take_within(at, SEG, Instant::now(), |_| false, none_free);
+            assert!(ahead.is_none());
+            let Take::Open(t) = got else { panic!() };
+            assert_eq!(t.len, Some(SEG), "only the run itself");
+            let o = t.opened("r");
+            at = o.end;
+            s.forget(o.id());
+        }
+    }
+
+    #[test]
+    fn a_reader_ahead_of_an_open_response_reads_on_through_it_within_the_lead() {
+        let s = streams(4);
+        // No rate measured yet: no lead.
+        assert_eq!(s.lead_limit(), 0);
+        s.note_rate(SEG / 2, Duration::from_millis(1));
+        assert_eq!(s.lead_limit(), 0, "a sample under a segment is noise");
+        s.note_rate(10 * MIB, Duration::from_secs(1));
+        assert_eq!(s.lead_limit(), MIB);
+        s.note_rate(1000 * MIB, Duration::from_secs(1));
+        assert!(s.lead_limit() > MIB && s.lead_limit() <= 16 * MIB);
+        // A sequential chain: 1, 2, then 4 segments from 3 on, held by a fetch of its first
+        // segment (given back at 4, read on to 7).
+        for at in [0, SEG] {
+            let (o, _) = open(&s, at, SEG);
+            s.forget(o.id());
+        }
+        let (mut o, _) = open(&s, 3 * SEG, SEG);
+        assert_eq!((o.pos, o.end), (3 * SEG, 7 * SEG));
+        assert_eq!(
+            s.lead_in(5 * SEG, MIB),
+            Some(4 * SEG),
+            "given back at its run's end"
+        );
+        assert_eq!(
+            s.lead_in(4 * SEG, MIB),
+            None,
+            "at the position itself: the usual take"
+        );
+        assert_eq!(s.lead_in(6 * SEG, SEG), None, "too far ahead of it");
+        assert_eq!(s.lead_in(7 * SEG, MIB), None, "past its end");
+        // Idle at 5 segments: the nearest position counts.
+        o.pos = 5 * SEG;
+        assert_eq!(s.give_back(o, Instant::now()).0, None);
+        assert_eq!(s.lead_in(6 * SEG, MIB), Some(5 * SEG));
     }
 
     #[test]

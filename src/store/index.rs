@@ -175,6 +175,16 @@ impl Index {
         self.slots.pages()
     }
 
+    /// The start of the first segment in `[from, to)` (byte offsets; `from` a segment's start)
+    /// that is not absent: filled, filling, or claimed by a fetch. `to` if there is none.
+    pub(crate) fn first_taken(&self, from: u64, to: u64) -> u64 {
+        let (first, last) = (from >> self.shift, to.saturating_sub(1) >> self.shift);
+        (first..=last)
+            .take_while(|_| from < to)
+            .find(|&s| !matches!(self.slot(s), None | Some(Slot::Absent)))
+            .map_or(to, |s| (s << self.shift).max(from))
+    }
+
     /// The slot of `segment` (`None`: absent).
     #[inline]
     pub(crate) fn slot(&self, segment: u64) -> Option<&Slot> {
@@ -508,6 +518,24 @@ mod tests {
         assert_eq!(top.location(u64::MAX - 5, 6), Location::Bisected);
         assert_eq!(top.location(u64::MAX, u64::MAX), Location::AtIndex);
         assert_eq!(ix.location(u64::MAX, 5), Location::AfterIndex);
+    }
+
+    #[test]
+    fn first_taken_finds_claimed_and_filled_segments() {
+        let mut ix = Index::new(4); // 16-byte segments
+        assert_eq!(ix.first_taken(0, 160), 160);
+        ix.claim(5);
+        assert_eq!(ix.first_taken(0, 160), 80);
+        assert_eq!(ix.first_taken(96, 160), 160);
+        assert_eq!(ix.first_taken(80, 160), 80);
+        let mut piece = BytesMut::zeroed(16);
+        piece[0] = 1;
+        ix.append(2, 32..48, piece);
+        assert_eq!(ix.first_taken(0, 160), 32);
+        assert_eq!(ix.first_taken(0, 32), 32);
+        assert_eq!(ix.first_taken(48, 48), 48);
+        ix.abandon(5);
+        assert_eq!(ix.first_taken(48, 160), 160);
     }
 
     #[test]

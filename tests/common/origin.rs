@@ -29,6 +29,8 @@ pub struct Behaviour {
 pub struct Served {
     /// The `Range` asked for: first byte and last byte (`None`: to the end); `None` without one.
     pub range: Option<(u64, Option<u64>)>,
+    /// The request's path (every path serves the same resource).
+    pub path: String,
     /// Where the body starts and how long it is.
     pub start: u64,
     pub len: u64,
@@ -139,6 +141,7 @@ fn serve_requests(stream: TcpStream, shared: &Shared, last: &mut Option<usize>) 
             return Ok(());
         }
         let (mut range, mut if_range, mut head) = (None, None, false);
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
         head |= line.starts_with("HEAD ");
         loop {
             let mut header = String::new();
@@ -183,6 +186,7 @@ fn serve_requests(stream: TcpStream, shared: &Shared, last: &mut Option<usize>) 
             let mut log = shared.log.lock().unwrap();
             log.push(Served {
                 range,
+                path,
                 start,
                 len: if head { 0 } else { len },
                 sent: 0,
