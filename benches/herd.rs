@@ -12,6 +12,7 @@
 //! ulimit -n 4096
 //! cargo bench -p sparsebuf-benches --features http --bench herd
 //! HERD_MIB=32 HERD_CLIENTS=32 cargo bench -p sparsebuf-benches --features http --bench herd
+//! HERD_NGINX=0 cargo bench -p sparsebuf-benches --features http --bench herd   # sparsebuf only
 //! ```
 
 use std::io::{Read, Write};
@@ -310,6 +311,9 @@ fn main() {
         std::process::id(),
     );
     drop(running);
+    if env("HERD_NGINX", 1) == 0 {
+        return;
+    }
 
     // nginx, before a fresh origin.
     let origin = Origin::start(model.clone(), behaviour);
