@@ -39,11 +39,6 @@ pub(crate) fn max_run(shared: &Shared) -> u64 {
     (budget as u64).clamp(1, MAX_RUN)
 }
 
-/// Fetches beyond `max_fetches` kept for readers whose bytes start a new gap (the segment before
-/// them is absent too): a reader seeking far ahead is not queued behind the fetches at a busy
-/// frontier, where many sequential readers keep every slot taken.
-const RESERVED_FOR_SEEKS: usize = 2;
-
 /// Claims the first run (of at most `max_run` segments) of absent segments of `[offset, end)`,
 /// under the index write lock.
 pub(crate) fn claim(
@@ -58,10 +53,7 @@ pub(crate) fn claim(
     for segment in offset >> shift..=last {
         match state.index.slot(segment) {
             None | Some(Slot::Absent) => {
-                let seek = segment > 0
-                    && matches!(state.index.slot(segment - 1), None | Some(Slot::Absent));
-                let limit = max_fetches + if seek { RESERVED_FOR_SEEKS } else { 0 };
-                if state.fetches_in_flight >= limit {
+                if state.fetches_in_flight >= max_fetches {
                     return Claim::Wait;
                 }
                 let mut run_end = segment + 1;
@@ -643,26 +635,6 @@ mod tests {
         assert_eq!(claim(&mut st, SHIFT, (0, 16), 2, 16), Claim::Wait);
         assert!(!fetching(&st, 0..1));
         assert_eq!(st.fetches_in_flight, 2);
-        // Right after a segment filled or fetched (a frontier): it waits too.
-        fill(&mut st, 4);
-        assert_eq!(claim(&mut st, SHIFT, (80, 96), 2, 16), Claim::Wait);
-    }
-
-    #[test]
-    fn a_seek_to_a_new_gap_has_reserved_fetches() {
-        let mut st = state();
-        st.fetches_in_flight = 2;
-        // Segment 10, with 9 absent: a seek; it may go two over the limit.
-        assert_eq!(
-            claim(&mut st, SHIFT, (160, 176), 2, 16),
-            Claim::Fetch(10..11)
-        );
-        assert_eq!(
-            claim(&mut st, SHIFT, (320, 336), 2, 16),
-            Claim::Fetch(20..21)
-        );
-        assert_eq!(claim(&mut st, SHIFT, (480, 496), 2, 16), Claim::Wait);
-        assert_eq!(st.fetches_in_flight, 4);
     }
 
     #[test]
