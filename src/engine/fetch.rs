@@ -299,14 +299,18 @@ fn fetch_streamed(
     }
     ranged.streams.note_rate(read, began.elapsed());
     if let Some(open) = stream {
-        // Kept for the next fetch at its position, unless the source ended, or the bytes there
-        // are filled already or being fetched by a reader that does not wait for this stream.
+        // Kept for the next fetch at its position, unless the source ended or the bytes there
+        // are filled already. A segment there being fetched is no reason to drop it: this run
+        // filled the segment before it, so whoever claimed that one started its run there and
+        // is on its way to take a stream at this position (a claim comes before the take; this
+        // stream was once dropped in between, and a new chain began one step later). If that
+        // fetch opened a request of its own, this one is swept once the bytes are filled.
         let next = open.pos >> plan.shift;
         let aligned = open.pos & ((1 << plan.shift) - 1) == 0;
         let taken = aligned
             && !matches!(
                 shared.state.read().index.slot(next),
-                None | Some(Slot::Absent)
+                None | Some(Slot::Absent | Slot::Fetching)
             );
         let wanted = !taken || ranged.streams.waited_at(open.pos);
         let keep = progress.result.is_ok() && !progress.ended && wanted;

@@ -111,6 +111,8 @@ struct Idle<R> {
 /// be given back), and where the stream ends.
 struct Busy {
     id: u64,
+    /// Where its request (or the fetch's run with it) starts.
+    start: u64,
     run_end: u64,
     end: u64,
     /// Sequential steps of its chain.
@@ -229,7 +231,7 @@ impl<R> Streams<R> {
             pool.sweep(now, &stale, &mut dropped);
             if let Some(i) = pool.idle.iter().position(|s| s.open.pos == at) {
                 let mut open = pool.idle.swap_remove(i).open;
-                open.id = pool.book(at.saturating_add(run), open.end, open.seq);
+                open.id = pool.book(at, at.saturating_add(run), open.end, open.seq);
                 let ahead = self.successor(&mut pool, open.end, open.size, open.seq, &free);
                 return (Take::Stream(open), dropped, ahead);
             }
@@ -278,7 +280,7 @@ impl<R> Streams<R> {
         };
         let len = bounded.then_some(size);
         let end = len.map_or(u64::MAX, |len| at.saturating_add(len));
-        let id = pool.book(at.saturating_add(run).min(end), end, seq);
+        let id = pool.book(at, at.saturating_add(run).min(end), end, seq);
         pool.remember(end, size, seq);
         Ticket {
             at,
@@ -304,8 +306,14 @@ impl<R> Streams<R> {
         if seq < 2 || end == u64::MAX || pool.closed || open >= self.limits.in_flight {
             return None;
         }
-        let there = pool.idle.iter().any(|s| s.open.pos == end)
-            || pool.busy.iter().any(|b| b.run_end == end);
+        // Nor where a response open or coming will bring the byte at `end`: a fetch there
+        // that opened its own request before the chain came to it (its run ends later than
+        // `end`) once got a successor at its own start, and the bytes came twice.
+        let there = pool
+            .idle
+            .iter()
+            .any(|s| s.open.pos <= end && end < s.open.end)
+            || pool.busy.iter().any(|b| b.start <= end && end < b.end);
         if there {
             return None;
         }
@@ -339,7 +347,7 @@ impl<R> Streams<R> {
         };
         let len = bounded.then_some(size);
         let end = len.map_or(u64::MAX, |len| at.saturating_add(len));
-        let id = pool.book(at, end, seq + 1);
+        let id = pool.book(at, at, end, seq + 1);
         pool.remember(end, size, seq + 1);
         Some(Ticket {
             at,
@@ -365,16 +373,24 @@ impl<R> Streams<R> {
         }
         let mut evicted = None;
         if pool.idle.len() >= self.limits.in_flight.max(1) {
-            let oldest = |unwaited: bool| {
-                pool.idle
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| !unwaited || !pool.waiting.contains(&s.open.pos))
-                    .min_by_key(|(_, s)| s.since)
-                    .map(|(i, _)| i)
-            };
-            if let Some(i) = oldest(true).or_else(|| oldest(false)) {
-                evicted = Some(pool.idle.swap_remove(i).open.reader);
+            // The least useful stream goes, which may be `open` itself: one nobody waits for
+            // before one somebody does, then the one with the fewest bytes left to give (the
+            // herd once saw the last segments of far readers' responses push out a chain's
+            // successor, which was then requested again), then the oldest.
+            let waiting = &pool.waiting;
+            let rank =
+                |s: &Open<R>, since: Instant| (waiting.contains(&s.pos), s.end - s.pos, since);
+            let worst = pool
+                .idle
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (rank(&s.open, s.since), i))
+                .min();
+            match worst {
+                Some((worst, i)) if worst <= rank(&open, now) => {
+                    evicted = Some(pool.idle.swap_remove(i).open.reader);
+                }
+                _ => return (Some(open.reader), false),
             }
         }
         pool.idle.push(Idle { open, since: now });
@@ -521,11 +537,12 @@ impl<R> Streams<R> {
 }
 
 impl<R> Pool<R> {
-    fn book(&mut self, run_end: u64, end: u64, seq: u32) -> u64 {
+    fn book(&mut self, start: u64, run_end: u64, end: u64, seq: u32) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.busy.push(Busy {
             id,
+            start,
             run_end,
             end,
             seq,
@@ -815,6 +832,66 @@ mod tests {
                 Take::Open(_) => panic!("{name} was dropped instead of an older one"),
             }
         }
+    }
+
+    #[test]
+    fn a_full_pool_keeps_the_streams_with_the_most_left_to_give() {
+        // The herd: a chain's successor (16 MiB to give) was pushed out by the last segments
+        // of far readers' responses given back after it, and was requested a second time.
+        let s = streams(2);
+        let t0 = Instant::now();
+        let give = |name: &'static str, at: u64, left: u64, ms: u64| {
+            let (mut o, _) = open(&s, at, SEG);
+            o.reader = name;
+            o.pos = at + SEG;
+            o.end = o.pos + left;
+            s.give_back(o, t0 + Duration::from_millis(ms)).0
+        };
+        assert_eq!(give("successor", 0, 256 * SEG, 0), None);
+        assert_eq!(give("far 1", 1000 * SEG, SEG, 1), None);
+        // Full: the newcomer with one segment left goes before the older successor...
+        assert_eq!(give("far 2", 2000 * SEG, SEG, 2), Some("far 1"));
+        // ...and a newcomer with less to give than everything kept is not kept itself.
+        let (mut o, _) = open(&s, 3000 * SEG, SEG);
+        o.reader = "far 3";
+        o.pos = 3001 * SEG;
+        o.end = o.pos + SEG / 2;
+        assert_eq!(
+            s.give_back(o, t0 + Duration::from_millis(3)).0,
+            Some("far 3")
+        );
+        match s.take(SEG, SEG, t0, |_| false).0 {
+            Take::Stream(o) => assert_eq!(o.reader, "successor"),
+            Take::Open(_) => panic!("the successor was dropped"),
+        }
+    }
+
+    #[test]
+    fn no_successor_is_booked_where_a_response_on_its_way_brings_the_bytes() {
+        let s = streams(4);
+        // A chain sequential twice over: [0, 1), [1, 3), then [3, 7) segments.
+        for (at, run) in [(0, SEG), (SEG, SEG)] {
+            let (o, _) = open(&s, at, run);
+            s.forget(o.id());
+        }
+        let (mut chain, ahead) = open(&s, 3 * SEG, SEG);
+        assert_eq!((chain.end, chain.seq), (7 * SEG, 2));
+        s.forget(ahead.expect("a successor at 7").id());
+        chain.pos = 4 * SEG;
+        assert!(s.give_back(chain, Instant::now()).0.is_none());
+        // A fetch opened its own request at 7 for a run of 4 segments before the chain came
+        // to it (it is busy, given back at 11, not at 7).
+        let (own, _) = open(&s, 7 * SEG, 4 * SEG);
+        // The chain's stream is taken at 4: a successor at 7 would bring [7, 11) twice.
+        let (taken, _, ahead) = s.take(4 * SEG, SEG, Instant::now(), |_| false);
+        assert!(matches!(taken, Take::Stream(_)));
+        if let Some(t) = ahead {
+            panic!(
+                "a successor at {} while a response brings its bytes",
+                t.at / SEG
+            );
+        }
+        s.forget(own.id());
     }
 
     #[test]
