@@ -131,7 +131,7 @@ pub use net::{
     MAX_PART_SIZE, MIN_PART_SIZE,
 };
 #[cfg(feature = "server")]
-pub use net::{Running, ServeBody, Served, Server};
+pub use net::{Running, ServeBody, Served, Server, LISTEN_BACKLOG};
 /// The `object_store` crate this crate was built with (feature `object-store`): name its types
 /// through here (`sparsebuf::object_store::path::Path`, its stores) so that they are the ones
 /// [`upload`], [`ObjectSink`] and [`ObjectSource`] take, whatever version the rest of a program

@@ -433,3 +433,29 @@ fn shutdown_lets_a_response_in_flight_finish() {
         .unwrap();
     assert!(!refused.status.success());
 }
+
+#[test]
+fn a_herd_of_connections_waits_in_the_listen_queue() {
+    // 600 clients connect at once to a server that has yet to accept any: each one's handshake
+    // completes at once (the queue holds `LISTEN_BACKLOG`). With tokio's own `bind` (128) the
+    // 130th waited for the kernel's SYN retries (1 s, 3 s): the herd's far readers did.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime.block_on(Server::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The kernel caps every queue at `net.core.somaxconn` (4096 since Linux 5.4, 128 before).
+    let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(600);
+    let mut clients = Vec::new();
+    for i in 0..600.min(cap) {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(client) => clients.push(client),
+            Err(e) => panic!("connection {i} was not queued: {e}"),
+        }
+    }
+    drop(listener);
+}

@@ -102,7 +102,7 @@ async fn bind(listen: &str) -> Result<tokio::net::TcpListener, String> {
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| format!("cannot listen on {listen}: not an address (HOST:PORT)"))?;
-    tokio::net::TcpListener::bind(addr)
+    sparsebuf::Server::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))
 }

@@ -46,6 +46,6 @@ pub use object::{
     MAX_PART_SIZE, MIN_PART_SIZE,
 };
 #[cfg(feature = "server")]
-pub use serve::{Running, Server};
+pub use serve::{Running, Server, LISTEN_BACKLOG};
 #[cfg(feature = "server")]
 pub use served::Served;

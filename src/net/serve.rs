@@ -32,6 +32,22 @@ use crate::net::served::{Counts, Served};
 /// too): with one frame being queued, a client that stops reading costs about 128 KiB.
 const CONNECTION_BUFFER: usize = 64 * 1024;
 
+/// How many connections not yet accepted a listener of [`Server::bind`] queues.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listener on `addr` with a queue of [`LISTEN_BACKLOG`] (see [`Server::bind`]); called
+/// within a runtime.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As tokio's `bind` does: a restarted server can listen again at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The default send timeout (nginx's `send_timeout`).
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -363,6 +379,33 @@ impl Server {
         self.serve(listener, std::future::pending()).await
     }
 
+    /// A listener on `addr` (the first of its addresses that binds) whose queue of connections
+    /// not yet accepted holds [`LISTEN_BACKLOG`] (the system may cap it: `net.core.somaxconn`).
+    /// `tokio::net::TcpListener::bind` keeps 128, like the standard library: a herd of clients
+    /// connecting at once past that waits for the kernel to retry their handshakes, 1 s and
+    /// then 3 s later. [`start`](Server::start) listens so.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(buffer: sparsebuf::StreamBuffer) -> std::io::Result<()> {
+    /// let listener = sparsebuf::Server::bind("127.0.0.1:8080").await?;
+    /// sparsebuf::Server::new(buffer).run(listener).await
+    /// # }
+    /// ```
+    pub async fn bind(addr: impl tokio::net::ToSocketAddrs) -> io::Result<TcpListener> {
+        let mut last = None;
+        for addr in tokio::net::lookup_host(addr).await? {
+            match listen(addr) {
+                Ok(listener) => return Ok(listener),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            crate::error::invalid_input("the address to listen on resolved to nothing")
+        }))
+    }
+
     /// Serves on `listener` until `signal` completes, then drains: stops accepting, lets each
     /// response in flight finish (a connection closes after its current response; idle ones
     /// close at once) for up to `grace`, and closes whatever is left. Returns once every
@@ -553,7 +596,7 @@ impl Server {
             .thread_name("sparsebuf-serve")
             .enable_all()
             .build()?;
-        let listener = runtime.block_on(async { TcpListener::bind(addr).await })?;
+        let listener = runtime.block_on(async { listen(addr) })?;
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<Option<Duration>>();
         let server = self.clone();
