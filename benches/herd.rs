@@ -9,10 +9,13 @@
 //! proxy's peak anonymous RSS growth.
 //!
 //! ```sh
-//! ulimit -n 4096
+//! ulimit -n 20000   # nginx holds a descriptor per cached slice per client (16,000+ here)
 //! cargo bench -p sparsebuf-benches --features http --bench herd
 //! HERD_MIB=32 HERD_CLIENTS=32 cargo bench -p sparsebuf-benches --features http --bench herd
 //! HERD_NGINX=0 cargo bench -p sparsebuf-benches --features http --bench herd   # sparsebuf only
+//! HERD_SLICE=4m cargo bench -p sparsebuf-benches --features http --bench herd  # nginx's slice
+//! HERD_TRACE=1 cargo bench ...  # on stderr: far readers' connect and first-byte times, every
+//!                               # incomplete client, the origin's requests, nginx's error log
 //! ```
 
 use std::io::{Read, Write};
@@ -61,6 +64,7 @@ fn get(addr: SocketAddr, path: &str, range: Option<(u64, u64)>, model: &[u8]) ->
     let Ok(mut stream) = TcpStream::connect(addr) else {
         return outcome;
     };
+    let connected = started.elapsed();
     let range_header = range.map_or(String::new(), |(a, b)| format!("Range: bytes={a}-{b}\r\n"));
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: herd\r\n{range_header}Connection: close\r\n\r\n");
@@ -98,6 +102,12 @@ fn get(addr: SocketAddr, path: &str, range: Option<(u64, u64)>, model: &[u8]) ->
                 continue;
             }
             outcome.ttfb = started.elapsed();
+            if range.is_some() && std::env::var_os("HERD_TRACE").is_some() {
+                eprintln!(
+                    "far {range:?}: connect {connected:?} head+body {:?}",
+                    outcome.ttfb
+                );
+            }
             if check(&rest, at, model) {
                 outcome.wrong = true;
             }
@@ -107,6 +117,12 @@ fn get(addr: SocketAddr, path: &str, range: Option<(u64, u64)>, model: &[u8]) ->
         }
         if outcome.ttfb == Duration::MAX {
             outcome.ttfb = started.elapsed();
+            if range.is_some() && std::env::var_os("HERD_TRACE").is_some() {
+                eprintln!(
+                    "far {range:?}: connect {connected:?} body {:?}",
+                    outcome.ttfb
+                );
+            }
         }
         if check(body, at, model) {
             outcome.wrong = true;
@@ -120,6 +136,13 @@ fn get(addr: SocketAddr, path: &str, range: Option<(u64, u64)>, model: &[u8]) ->
     };
     outcome.complete =
         matches!(status, 200 | 206) && length == Some(expected) && outcome.bytes == expected;
+    if !outcome.complete && std::env::var_os("HERD_TRACE").is_some() {
+        eprintln!(
+            "incomplete {path} {range:?}: status {status} length {length:?} bytes {} after {:?}",
+            outcome.bytes,
+            started.elapsed()
+        );
+    }
     outcome
 }
 
@@ -210,6 +233,22 @@ fn herd(name: &str, addr: SocketAddr, model: &Arc<Vec<u8>>, origin: &Origin, pid
             .sum()
     };
     let (a, b) = (upstream("/a.bin"), upstream("/b.bin"));
+    if std::env::var_os("HERD_TRACE").is_some() {
+        let mut log = origin.log();
+        log.sort_by_key(|s| (s.path.clone(), s.start));
+        for s in log {
+            eprintln!(
+                "origin {} {:?} start {} len {} sent {} cut {} closed {}",
+                s.path,
+                s.range,
+                s.start >> 20,
+                s.len >> 20,
+                s.sent >> 20,
+                s.cut,
+                s.closed
+            );
+        }
+    }
     println!(
         "| {name} | {:.3}x | {:.3}x | {:.0} ms | {:.0} ms | {complete}/{total} | {wrong} | {:.1} s | {:.2} GB/s | {} MiB |",
         a as f64 / len as f64,
@@ -230,6 +269,7 @@ fn nginx(origin_port: u16, dir: &std::path::Path) -> (Child, u16) {
         .unwrap()
         .port();
     let d = dir.display();
+    let slice = std::env::var("HERD_SLICE").unwrap_or_else(|_| "1m".into());
     let conf = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
          error_log {d}/error.log;\nworker_rlimit_nofile 8192;\nevents {{ worker_connections 4096; }}\n\
@@ -238,7 +278,7 @@ fn nginx(origin_port: u16, dir: &std::path::Path) -> (Child, u16) {
          uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          proxy_cache_path {d}/cache levels=1:2 keys_zone=herd:16m max_size=8g inactive=1h use_temp_path=off;\n\
          server {{\n    listen 127.0.0.1:{port};\n    location / {{\n\
-         slice 1m;\n      proxy_cache herd;\n      proxy_cache_key $uri$is_args$args$slice_range;\n\
+         slice {slice};\n      proxy_cache herd;\n      proxy_cache_key $uri$is_args$args$slice_range;\n\
          proxy_set_header Range $slice_range;\n      proxy_cache_valid 200 206 1h;\n\
          proxy_cache_lock on;\n      proxy_cache_lock_timeout 120s;\n      proxy_cache_lock_age 120s;\n\
          proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
@@ -329,7 +369,10 @@ fn main() {
     let (mut child, nginx_port) = nginx(port, dir.path());
     let addr: SocketAddr = format!("127.0.0.1:{nginx_port}").parse().unwrap();
     herd(
-        "nginx proxy_cache + slice 1m + lock",
+        &format!(
+            "nginx proxy_cache + slice {} + lock",
+            std::env::var("HERD_SLICE").unwrap_or_else(|_| "1m".into())
+        ),
         addr,
         &model,
         &origin,
@@ -337,4 +380,10 @@ fn main() {
     );
     let _ = child.kill();
     let _ = child.wait();
+    if std::env::var_os("HERD_TRACE").is_some() {
+        let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+        for line in log.lines().take(20) {
+            eprintln!("nginx: {line}");
+        }
+    }
 }
