@@ -206,22 +206,40 @@ fn guess(path: &Path) -> Option<String> {
 
 /// A cache with the common options' budgets, TTL and directory.
 fn cache_builder(common: &Common) -> Result<CacheBuilder, String> {
-    let mut builder = Cache::builder();
-    if let Some(bytes) = common.memory_budget {
-        let bytes = usize::try_from(bytes).map_err(|_| "--memory-budget is too large")?;
-        builder = builder.memory_budget(bytes);
-    }
-    if let Some(bytes) = common.disk_budget {
-        builder = builder.disk_budget(bytes);
-    }
-    if let Some(dir) = &common.spill_dir {
-        builder = builder.spill_dir(dir);
-    }
+    let mut builder = storage(
+        Cache::builder(),
+        common,
+        |b, bytes| b.memory_budget(bytes),
+        |b, bytes| b.disk_budget(bytes),
+        |b, dir| b.spill_dir(dir),
+    )?;
     if let Some(ttl) = common.idle_ttl {
         builder = builder.idle_ttl(ttl);
     }
     if let Some(dir) = &common.cache_dir {
         builder = builder.persist(dir);
+    }
+    Ok(builder)
+}
+
+/// The storage options every command shares, set on a cache's or a buffer's builder (alike,
+/// but not one type) through its own setters.
+fn storage<B>(
+    mut builder: B,
+    common: &Common,
+    memory_budget: fn(B, usize) -> B,
+    disk_budget: fn(B, u64) -> B,
+    spill_dir: fn(B, &Path) -> B,
+) -> Result<B, String> {
+    if let Some(bytes) = common.memory_budget {
+        let bytes = usize::try_from(bytes).map_err(|_| "--memory-budget is too large")?;
+        builder = memory_budget(builder, bytes);
+    }
+    if let Some(bytes) = common.disk_budget {
+        builder = disk_budget(builder, bytes);
+    }
+    if let Some(dir) = &common.spill_dir {
+        builder = spill_dir(builder, dir);
     }
     Ok(builder)
 }
@@ -236,19 +254,15 @@ fn cache_error(common: &Common, error: io::Error) -> String {
 /// The buffer over one input, with the options' settings.
 fn open(serve: &Serve, input: &OsStr, is_url: bool) -> Result<StreamBuffer, String> {
     let common = &serve.common;
-    let mut builder: Builder = StreamBuffer::builder();
+    let mut builder: Builder = storage(
+        StreamBuffer::builder(),
+        common,
+        |b, bytes| b.memory_budget(bytes),
+        |b, bytes| b.disk_budget(bytes),
+        |b, dir| b.spill_dir(dir),
+    )?;
     if let Some(len) = serve.len {
         builder = builder.len(len);
-    }
-    if let Some(bytes) = common.memory_budget {
-        let bytes = usize::try_from(bytes).map_err(|_| "--memory-budget is too large")?;
-        builder = builder.memory_budget(bytes);
-    }
-    if let Some(bytes) = common.disk_budget {
-        builder = builder.disk_budget(bytes);
-    }
-    if let Some(dir) = &common.spill_dir {
-        builder = builder.spill_dir(dir);
     }
     if let Some(bytes) = serve.window {
         builder = builder.window(bytes);

@@ -38,6 +38,7 @@ pub(crate) struct Config {
     /// The media type, for a buffer that is not over a range source.
     pub(crate) content_type: Option<String>,
     /// Set by the source when the resource changed under the buffer.
+    #[cfg_attr(not(all(feature = "server", feature = "client")), allow(dead_code))]
     pub(crate) stale: Option<std::sync::Arc<std::sync::OnceLock<String>>>,
     /// The cache the buffer belongs to, whose budgets, spill file and workers it shares.
     pub(crate) account: Option<Arc<Account>>,

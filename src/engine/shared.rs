@@ -344,7 +344,8 @@ impl Shared {
     }
 
     /// Whether the buffer should not be served again: its stream failed for good, or its
-    /// source found that the resource changed under it.
+    /// source found that the resource changed under it. (Asked by the proxy only.)
+    #[cfg_attr(not(all(feature = "server", feature = "client")), allow(dead_code))]
     pub(crate) fn is_stale(&self) -> bool {
         let changed = self
             .config
