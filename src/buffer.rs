@@ -388,7 +388,9 @@ mod tests {
 
     #[test]
     fn small_streams_never_create_a_spill_file() {
-        let buf = StreamBuffer::new(io::Cursor::new(pattern(100_000)));
+        // Two default segments (64 KiB); just over one under miri.
+        let n = if cfg!(miri) { 66_000 } else { 100_000 };
+        let buf = StreamBuffer::new(io::Cursor::new(pattern(n)));
         buf.fill_to_end().unwrap();
         assert!(!buf.shared.has_storage());
         assert_eq!(buf.stats().segments_in_memory, 2);
@@ -414,16 +416,18 @@ mod tests {
 
     #[test]
     fn spills_to_a_supplied_storage_and_reads_back() {
-        let data = pattern(50_000);
+        // Smaller under miri (interpreted, every byte checked).
+        let n = if cfg!(miri) { 8_000 } else { 50_000 };
+        let data = pattern(n);
         let buf = StreamBuffer::builder()
             .segment_size(1024)
             .memory_budget(2048)
             .spill_storage(HeapStorage::default())
             .build(io::Cursor::new(data.clone()))
             .unwrap();
-        assert_eq!(buf.read_range(0..50_000).unwrap(), data);
+        assert_eq!(buf.read_range(0..n as u64).unwrap(), data);
         let st = buf.stats();
-        assert!(st.segments_spilled >= 46, "{st:?}");
+        assert!(st.segments_spilled as usize >= n / 1024 - 3, "{st:?}");
         assert!(st.memory_bytes <= 3 * 1024, "{st:?}");
     }
 

@@ -218,8 +218,10 @@ mod tests {
     fn sixty_four_threads_opening_one_key_run_make_once() {
         let table = Arc::new(Table::<u64>::new());
         let runs = Arc::new(AtomicU64::new(0));
-        let barrier = Arc::new(std::sync::Barrier::new(64));
-        let threads: Vec<_> = (0..64)
+        // Fewer under miri, which runs each thread's steps one at a time.
+        let n = if cfg!(miri) { 8 } else { 64 };
+        let barrier = Arc::new(std::sync::Barrier::new(n));
+        let threads: Vec<_> = (0..n)
             .map(|_| {
                 let (table, runs, barrier) = (table.clone(), runs.clone(), barrier.clone());
                 std::thread::spawn(move || {

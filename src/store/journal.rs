@@ -488,8 +488,10 @@ mod tests {
             encode(&r, &mut bytes);
         }
         let (all, _) = decode_all(&bytes);
+        // Under miri (interpreted), a sample of the cuts and bits: every one takes minutes.
+        let step = if cfg!(miri) { 17 } else { 1 };
         // Every cut keeps exactly the whole frames before it.
-        for cut in 0..bytes.len() {
+        for cut in (0..bytes.len()).step_by(step) {
             let (records, valid) = decode_all(&bytes[..cut]);
             assert!(valid <= cut);
             assert_eq!(records[..], all[..records.len()]);
@@ -497,7 +499,7 @@ mod tests {
         // A flipped bit in a frame ends the journal before that frame.
         let mut first = Vec::new();
         encode(&sample()[0], &mut first);
-        for bit in 0..8 * bytes.len() {
+        for bit in (0..8 * bytes.len()).step_by(step) {
             let mut bad = bytes.clone();
             bad[bit / 8] ^= 1 << (bit % 8);
             let (records, _) = decode_all(&bad);
