@@ -306,8 +306,8 @@ impl<R> Streams<R> {
         if seq < 2 || end == u64::MAX || pool.closed || open >= self.limits.in_flight {
             return None;
         }
-        // Nor where a response open or coming will bring the byte at `end`: a fetch there
-        // that opened its own request before the chain came to it (its run ends later than
+        // None where a response open or coming will bring the byte at `end` already: a fetch
+        // that opened its own request there before the chain came to it (its run ends past
         // `end`) once got a successor at its own start, and the bytes came twice.
         let there = pool
             .idle
